@@ -1,0 +1,298 @@
+"""The SegGPT network: a plain ViT over a prompt stacked on a query, two streams merged early.
+
+Tensors in, tensors out; parameter names follow the authors' release so its checkpoint loads as is.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seggpt_video.model.config import SegGPTConfig
+
+Ensemble = Literal["none", "per_stream", "all"]
+AttentionImpl = Literal["sdpa", "math"]
+
+
+def relative_position_table(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
+    """Embedding of every (query, key) offset along one axis: (size, size, head_dim).
+
+    Global attention only (query and key grids equal), so no interpolation of the table is needed.
+    """
+    if rel_pos.shape[0] != 2 * size - 1:
+        raise ValueError(f"relative position table of length {rel_pos.shape[0]} for axis {size}")
+    coords = torch.arange(size, device=rel_pos.device)
+    return rel_pos[coords[:, None] - coords[None, :] + (size - 1)]
+
+
+class Attention(nn.Module):
+    """Global multi-head attention with decomposed relative position bias (as in ViTDet / SAM)."""
+
+    def __init__(self, config: SegGPTConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim**-0.5
+        rows, cols = config.grid
+        self.qkv = nn.Linear(config.embed_dim, 3 * config.embed_dim, bias=True)
+        self.proj = nn.Linear(config.embed_dim, config.embed_dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * rows - 1, self.head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * cols - 1, self.head_dim))
+        self.impl: AttentionImpl = "sdpa"
+
+    def position_bias(self, q: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """Additive attention bias from the unscaled queries: (B, heads, L, L)."""
+        batch = q.shape[0]
+        q_grid = q.reshape(batch, self.num_heads, rows, cols, self.head_dim)
+        table_h = relative_position_table(self.rel_pos_h, rows).to(q.dtype)
+        table_w = relative_position_table(self.rel_pos_w, cols).to(q.dtype)
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, table_h)
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w)
+        bias = bias_h[..., :, None] + bias_w[..., None, :]
+        return bias.reshape(batch, self.num_heads, rows * cols, rows * cols)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, rows, cols, C) -> (B, rows, cols, C)."""
+        batch, rows, cols, channels = x.shape
+        qkv = self.qkv(x).reshape(batch, rows * cols, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, head_dim)
+        bias = self.position_bias(q, rows, cols)
+        if self.impl == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            logits = (q * self.scale) @ k.transpose(-2, -1) + bias
+            out = logits.softmax(dim=-1) @ v
+        out = out.transpose(1, 2).reshape(batch, rows, cols, channels)
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    def __init__(self, config: SegGPTConfig) -> None:
+        super().__init__()
+        hidden = int(config.embed_dim * config.mlp_ratio)
+        self.fc1 = nn.Linear(config.embed_dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, config.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def ensemble_query_half(x: torch.Tensor, groups: int, prompts: int) -> torch.Tensor:
+    """Replace the query half (bottom rows) of every item by its mean over the prompts.
+
+    x: (groups * prompts, rows, cols, C), items ordered group-major. Prompts of one group share
+    a query; the mean is taken within each group.
+    """
+    if prompts == 1:
+        return x
+    prompt_half, query_half = x.split(x.shape[1] // 2, dim=1)
+    shape = query_half.shape
+    query_half = query_half.reshape(groups, prompts, *shape[1:])
+    query_half = query_half.mean(dim=1, keepdim=True).expand_as(query_half).reshape(shape)
+    return torch.cat([prompt_half, query_half], dim=1)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; feature ensemble happens after attention, before the residual."""
+
+    def __init__(self, config: SegGPTConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
+        self.attn = Attention(config)
+        self.norm2 = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
+        self.mlp = Mlp(config)
+
+    def forward(self, x: torch.Tensor, groups: int = 1, prompts: int = 1) -> torch.Tensor:
+        """x: (groups * prompts, rows, cols, C); prompts > 1 turns on feature ensemble."""
+        attended = ensemble_query_half(self.attn(self.norm1(x)), groups, prompts)
+        x = x + attended
+        return x + self.mlp(self.norm2(x))
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a (N, C, H, W) map."""
+
+    def __init__(self, channels: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, config: SegGPTConfig) -> None:
+        super().__init__()
+        p = config.patch_size
+        self.proj = nn.Conv2d(3, config.embed_dim, kernel_size=p, stride=p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, H/p, W/p, C)."""
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class SegGPT(nn.Module):
+    """SegGPT: paints the query's mask given a prompt image and its mask.
+
+    ``forward`` keeps the release's contract: ``imgs`` and ``tgts`` are (N, 3, H, W) stacked
+    [prompt; query] in ImageNet-normalised space, ``bool_masked_pos`` (N, L) marks the target
+    patches replaced by the mask token, ``seg_type`` (N,) is 0 (semantic) or 1 (instance). The
+    output is (N, 3, H, W) in normalised space; the query's prediction is its bottom half.
+    """
+
+    def __init__(self, config: SegGPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.embed_dim
+        self.patch_embed = PatchEmbed(config)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.segment_token_y = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.type_token_cls = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.type_token_ins = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        pretrain_grid = config.pretrain_image_size // config.patch_size
+        self.pos_embed = nn.Parameter(torch.zeros(1, pretrain_grid**2 + 1, dim))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        p, decoder_dim = config.patch_size, config.decoder_embed_dim
+        self.decoder_embed = nn.Linear(dim * len(config.feature_depths), p * p * decoder_dim)
+        self.decoder_pred = nn.Sequential(
+            nn.Conv2d(decoder_dim, decoder_dim, kernel_size=3, padding=1),
+            LayerNorm2d(decoder_dim, eps=config.layer_norm_eps),
+            nn.GELU(),
+            nn.Conv2d(decoder_dim, 3, kernel_size=1),
+        )
+        self.reset_parameters()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """Initialise as the release does for training from scratch (trunc-normal 0.02)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for token in (
+            self.mask_token,
+            self.segment_token_x,
+            self.segment_token_y,
+            self.type_token_cls,
+            self.type_token_ins,
+        ):
+            nn.init.normal_(token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def set_attention(self, impl: AttentionImpl) -> None:
+        """Choose fused SDPA (default) or the plain softmax path (a reference for tests)."""
+        for block in self.blocks:
+            block.attn.impl = impl
+
+    # -- encoder ------------------------------------------------------------------------------
+    def position_embedding(self) -> torch.Tensor:
+        """Absolute position embedding resized (bicubic) from the pretraining grid: (1, rows, cols, C)."""
+        table = self.pos_embed[:, 1:]
+        side = int(round(table.shape[1] ** 0.5))
+        rows, cols = self.config.grid
+        grid = table.reshape(1, side, side, -1)
+        if (side, side) == (rows, cols):
+            return grid
+        grid = F.interpolate(
+            grid.permute(0, 3, 1, 2), size=(rows, cols), mode="bicubic", align_corners=False
+        )
+        return grid.permute(0, 2, 3, 1)
+
+    def type_embedding(self, seg_type: torch.Tensor) -> torch.Tensor:
+        """(N,) seg types -> (N, 1, 1, C): instance token for 1, semantic token for 0."""
+        is_instance = seg_type.reshape(-1, 1, 1, 1).to(torch.bool)
+        return torch.where(is_instance, self.type_token_ins, self.type_token_cls)
+
+    def embed_images(self, imgs: torch.Tensor, seg_type: torch.Tensor) -> torch.Tensor:
+        """Image stream tokens: (N, 3, H, W) -> (N, rows, cols, C)."""
+        x = self.patch_embed(imgs) + self.segment_token_x + self.position_embedding()
+        return x + self.type_embedding(seg_type)
+
+    def embed_targets(
+        self, tgts: torch.Tensor, bool_masked_pos: torch.Tensor, seg_type: torch.Tensor
+    ) -> torch.Tensor:
+        """Target stream tokens, masked patches replaced by the mask token: (N, rows, cols, C)."""
+        y = self.patch_embed(tgts)
+        rows, cols = y.shape[1:3]
+        w = bool_masked_pos.reshape(-1, rows, cols, 1).to(y.dtype)
+        y = y * (1 - w) + self.mask_token * w
+        y = y + self.segment_token_y + self.position_embedding()
+        return y + self.type_embedding(seg_type)
+
+    def forward_features(
+        self,
+        imgs: torch.Tensor,
+        tgts: torch.Tensor,
+        bool_masked_pos: torch.Tensor,
+        seg_type: torch.Tensor,
+        prompts_per_query: int = 1,
+    ) -> list[torch.Tensor]:
+        """Normalised features at ``config.feature_depths``: each (N, rows, cols, C).
+
+        The batch holds ``N / prompts_per_query`` queries, each with ``prompts_per_query`` prompts
+        (query-major); with more than one prompt the query halves are ensembled per query.
+        """
+        batch = imgs.shape[0]
+        if batch % prompts_per_query:
+            raise ValueError(f"batch {batch} is not a multiple of {prompts_per_query} prompts")
+        groups = batch // prompts_per_query
+        x = torch.cat(
+            [
+                self.embed_images(imgs, seg_type),
+                self.embed_targets(tgts, bool_masked_pos, seg_type),
+            ],
+            dim=0,
+        )
+        features = []
+        for index, block in enumerate(self.blocks):
+            merged = index > self.config.merge_index
+            # Before the merge the two streams are separate groups (the release's per-stream mean).
+            x = block(x, groups=groups if merged else 2 * groups, prompts=prompts_per_query)
+            if index == self.config.merge_index:
+                images, targets = x.chunk(2, dim=0)
+                x = (images + targets) * 0.5
+            if index in self.config.feature_depths:
+                features.append(self.norm(x))
+        return features
+
+    # -- decoder ------------------------------------------------------------------------------
+    def forward_decoder(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Paint the full stacked target: features -> (N, 3, H, W), normalised space."""
+        x = self.decoder_embed(torch.cat(features, dim=-1))
+        batch, rows, cols, _ = x.shape
+        p, decoder_dim = self.config.patch_size, self.config.decoder_embed_dim
+        x = x.reshape(batch, rows, cols, p, p, decoder_dim)
+        x = x.permute(0, 5, 1, 3, 2, 4).reshape(batch, decoder_dim, rows * p, cols * p)
+        return self.decoder_pred(x)
+
+    def forward(
+        self,
+        imgs: torch.Tensor,
+        tgts: torch.Tensor,
+        bool_masked_pos: torch.Tensor,
+        seg_type: torch.Tensor,
+        feature_ensemble: bool = False,
+    ) -> torch.Tensor:
+        """The release's contract; ``feature_ensemble`` treats the whole batch as one query's prompts."""
+        prompts = imgs.shape[0] if feature_ensemble else 1
+        features = self.forward_features(imgs, tgts, bool_masked_pos, seg_type, prompts)
+        return self.forward_decoder(features)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
