@@ -1,0 +1,87 @@
+"""Object colours: how object ids become the colours SegGPT paints, and back.
+
+One object is painted white on black, as the release does. Several objects get colours from a
+fixed list chosen to be far apart in RGB (corners of the colour cube first), and a prediction is
+decoded by the nearest colour, black meaning background.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Corners of the RGB cube (pairwise distance >= 255), then mid-edge points (>= 128 from all).
+_SEPARATED_COLOURS = np.array(
+    [
+        (255, 255, 255),
+        (255, 0, 0),
+        (0, 255, 0),
+        (0, 0, 255),
+        (255, 255, 0),
+        (255, 0, 255),
+        (0, 255, 255),
+        (128, 0, 0),
+        (0, 128, 0),
+        (0, 0, 128),
+        (255, 128, 0),
+        (255, 0, 128),
+        (128, 255, 0),
+        (0, 255, 128),
+        (128, 0, 255),
+        (0, 128, 255),
+        (255, 255, 128),
+        (255, 128, 255),
+        (128, 255, 255),
+        (128, 128, 255),
+    ],
+    dtype=np.uint8,
+)
+MAX_OBJECTS = len(_SEPARATED_COLOURS)
+
+
+def object_colours(num_objects: int) -> np.ndarray:
+    """Colours for objects 1..n: (n, 3) uint8. One object: white, as the release paints it."""
+    if num_objects > MAX_OBJECTS:
+        raise ValueError(f"at most {MAX_OBJECTS} objects in one pass, got {num_objects}")
+    if num_objects == 1:
+        return _SEPARATED_COLOURS[:1].copy()
+    return _SEPARATED_COLOURS[1 : num_objects + 1].copy()
+
+
+class ObjectPalette:
+    """Maps the user's object ids to paint colours and decodes painted predictions.
+
+    ``object_ids`` are the ids as they appear in the user's masks (e.g. DAVIS palette indices).
+    """
+
+    def __init__(self, object_ids: list[int]) -> None:
+        self.object_ids = sorted(int(i) for i in object_ids)
+        self.colours = object_colours(len(self.object_ids))
+        # Lookup table id -> colour; index 0 (background) is black.
+        self._id_to_colour = np.zeros((256, 3), dtype=np.uint8)
+        for object_id, colour in zip(self.object_ids, self.colours):
+            self._id_to_colour[object_id] = colour
+        self._labels = torch.tensor([0, *self.object_ids], dtype=torch.uint8)
+        self._candidates = torch.cat(
+            [torch.zeros(1, 3), torch.from_numpy(self.colours).float()], dim=0
+        )
+
+    def paint(self, labels: np.ndarray) -> np.ndarray:
+        """Object ids (H, W) uint8 -> colour mask (H, W, 3) uint8; unknown ids paint black."""
+        return self._id_to_colour[labels]
+
+    def decode(self, painted: torch.Tensor) -> torch.Tensor:
+        """Nearest-colour decoding: (N, 3, H, W) float RGB in [0, 255] -> (N, H, W) uint8 ids.
+
+        One object uses the release's rule (mean over RGB > 128 is the object).
+        """
+        if len(self.object_ids) == 1:
+            inside = painted.mean(dim=1) > 128
+            return inside.to(torch.uint8) * self.object_ids[0]
+        candidates = self._candidates.to(painted.device, painted.dtype)
+        # Squared distance to each candidate colour, expanded to avoid a (N, K, 3, H, W) temporary.
+        norms = (candidates**2).sum(1)
+        dots = torch.einsum("kc,nchw->nkhw", candidates, painted)
+        distance = norms[None, :, None, None] - 2 * dots
+        nearest = distance.argmin(dim=1)
+        return self._labels.to(painted.device)[nearest]
