@@ -70,6 +70,11 @@ class ObjectPalette:
         """Object ids (H, W) uint8 -> colour mask (H, W, 3) uint8; unknown ids paint black."""
         return self._id_to_colour[labels]
 
+    def paint_tensor(self, labels: torch.Tensor) -> torch.Tensor:
+        """Object ids (N, H, W) uint8 tensor -> colour masks (N, 3, H, W) float in [0, 255]."""
+        table = torch.from_numpy(self._id_to_colour).to(labels.device, torch.float32)
+        return table[labels.long()].permute(0, 3, 1, 2)
+
     def decode(self, painted: torch.Tensor) -> torch.Tensor:
         """Nearest-colour decoding: (N, 3, H, W) float RGB in [0, 255] -> (N, H, W) uint8 ids.
 

@@ -181,7 +181,7 @@ def load_predictor(
     dtype: str = "auto",
     seg_type: str = "instance",
 ) -> SegGPTPredictor:
-    """A predictor from a checkpoint file/folder or a model name (default: the packaged small model)."""
+    """A predictor from a checkpoint file or folder, or a model name (default: the packaged one)."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     source = checkpoint if checkpoint is not None else (model or DEFAULT_MODEL)

@@ -1,6 +1,7 @@
 """Checkpoint formats: the authors' ``.pth``, Hugging Face folders, and our own safetensors.
 
-Every path ends in a strict load: a missing, unexpected or misshapen tensor is an error that names it.
+Every path ends in a strict load: a missing, unexpected or misshapen tensor is an error
+that names it.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def config_from_hf(hf: Mapping) -> SegGPTConfig:
 
 
 def load_weights_strict(model: SegGPT, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` (official names) into ``model``; name every missing, extra or misshapen tensor."""
+    """Copy ``state`` (official names) into ``model``; name missing, extra, misshapen tensors."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -163,7 +164,9 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             return load_file(str(path)), metadata
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise UserError(f"{path}: not a readable checkpoint (truncated?): {first_line}") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
@@ -227,7 +230,7 @@ def save_checkpoint(model: SegGPT, path: str | Path) -> None:
 
 
 def resolve_model(name: str) -> Path:
-    """A local weights path for a model name: packaged, in ``$SEGGPT_VIDEO_WEIGHTS``, or from the hub.
+    """Local weights for a model name: packaged, in ``$SEGGPT_VIDEO_WEIGHTS``, or from the hub.
 
     The hub download goes through huggingface_hub, which writes to a temporary name and renames
     when complete, so a half-downloaded file is never loaded.
@@ -241,7 +244,9 @@ def resolve_model(name: str) -> Path:
             if (Path(local_dir) / candidate).exists():
                 return Path(local_dir) / candidate
     if name not in HUB_REPOS:
-        known = ", ".join(sorted(set(HUB_REPOS) | {p.stem for p in PACKAGED_WEIGHTS.glob("*.safetensors")}))
+        known = ", ".join(
+            sorted(set(HUB_REPOS) | {p.stem for p in PACKAGED_WEIGHTS.glob("*.safetensors")})
+        )
         raise UserError(f"{name}: unknown model name (known: {known}); or pass --checkpoint FILE")
     repo = HUB_REPOS[name]
     from huggingface_hub import hf_hub_download

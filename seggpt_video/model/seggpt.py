@@ -200,7 +200,7 @@ class SegGPT(nn.Module):
 
     # -- encoder ------------------------------------------------------------------------------
     def position_embedding(self) -> torch.Tensor:
-        """Absolute position embedding resized (bicubic) from the pretraining grid: (1, rows, cols, C)."""
+        """Absolute position embedding resized bicubic from pretraining: (1, rows, cols, C)."""
         table = self.pos_embed[:, 1:]
         side = int(round(table.shape[1] ** 0.5))
         rows, cols = self.config.grid
@@ -287,7 +287,7 @@ class SegGPT(nn.Module):
         seg_type: torch.Tensor,
         feature_ensemble: bool = False,
     ) -> torch.Tensor:
-        """The release's contract; ``feature_ensemble`` treats the whole batch as one query's prompts."""
+        """The release's contract; ``feature_ensemble``: the whole batch is one query's prompts."""
         prompts = imgs.shape[0] if feature_ensemble else 1
         features = self.forward_features(imgs, tgts, bool_masked_pos, seg_type, prompts)
         return self.forward_decoder(features)
