@@ -1,0 +1,212 @@
+"""Benchmark readers: DAVIS 2016, DAVIS 2017 and YouTube-VOS folders, and their label PNGs.
+
+DAVIS: ``JPEGImages/<resolution>/<seq>/00000.jpg``, ``Annotations/<resolution>/<seq>/00000.png``,
+``ImageSets/<year>/<split>.txt``. YouTube-VOS: ``JPEGImages/<video>/*.jpg``,
+``Annotations/<video>/<frame>.png`` for each frame where an object first appears, ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from seggpt_video.errors import UserError
+
+VOID_LABEL = 255
+"""Palette index DAVIS 2017 reserves for 'void'; the official scoring treats it as background."""
+
+DATASET_KINDS = ("davis2017", "davis2016", "youtube-vos")
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """Object ids of a mask PNG: palette indices, or 0/255 grayscale read as 0/1.
+
+    Returns (H, W) uint8, 0 = background.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            labels = np.asarray(image) if mode == "P" else None
+            if mode in ("L", "1", "I", "I;16"):
+                labels = np.asarray(image.convert("L"))
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UserError(f"{path}: not a readable PNG ({error})") from None
+    if labels is None:
+        raise UserError(f"{path}: a {mode} image; masks must be palette or grayscale PNGs")
+    if mode != "P" and labels.max(initial=0) == 255 and not ((labels > 0) & (labels < 255)).any():
+        labels = (labels == 255).astype(np.uint8)  # DAVIS 2016 style 0/255 mask: one object
+    return labels
+
+
+def read_labels_many(paths: list[Path], threads: int = 4) -> list[np.ndarray]:
+    """Decode many mask PNGs on a few threads (PIL releases the GIL while decoding)."""
+    if threads <= 1 or len(paths) < 2:
+        return [read_labels(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(read_labels, paths))
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One video of a benchmark: its frames (sorted) and which of them carry an annotation.
+
+    ``annotated`` maps frame index -> annotation PNG. DAVIS annotates every frame of train/val;
+    YouTube-VOS only the frames where an object first appears.
+    """
+
+    name: str
+    frames: tuple[Path, ...]
+    annotated: dict[int, Path] = field(hash=False)
+
+    @property
+    def frame_names(self) -> list[str]:
+        """File stems of the frames, e.g. ``00000``."""
+        return [frame.stem for frame in self.frames]
+
+    def iter_images(self) -> Iterator[np.ndarray]:
+        """Frames as (H, W, 3) uint8 RGB, read one at a time."""
+        for path in self.frames:
+            try:
+                with Image.open(path) as image:
+                    yield np.asarray(image.convert("RGB"))
+            except OSError as error:
+                raise UserError(f"{path}: cannot read frame of {self.name} ({error})") from None
+
+    def prompts(self) -> dict[int, np.ndarray]:
+        """The given annotations as the propagation's prompts: frame index -> (H, W) uint8 ids.
+
+        DAVIS gives frame 0 only; YouTube-VOS each frame where a new object starts.
+        """
+        return {index: read_labels(path) for index, path in sorted(self.annotated.items())}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark split on disk: which sequences, where their frames and masks are."""
+
+    kind: str
+    root: Path
+    split: str
+    sequences: tuple[Sequence, ...]
+
+    @property
+    def has_ground_truth(self) -> bool:
+        """DAVIS train/val can be scored locally; YouTube-VOS only by the challenge server."""
+        return self.kind != "youtube-vos"
+
+    def select(self, names: list[str] | None) -> Benchmark:
+        """The same benchmark restricted to ``names`` (in the split's order)."""
+        if not names:
+            return self
+        known = {sequence.name for sequence in self.sequences}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise UserError(
+                f"{self.root}: no sequence {', '.join(unknown)} in the {self.split} split"
+            )
+        wanted = set(names)
+        chosen = tuple(sequence for sequence in self.sequences if sequence.name in wanted)
+        return Benchmark(self.kind, self.root, self.split, chosen)
+
+
+def open_benchmark(
+    root: Path, kind: str = "auto", split: str = "val", resolution: str = "480p"
+) -> Benchmark:
+    """Read a benchmark's sequence list and file layout (no images are decoded).
+
+    kind: ``davis2017``, ``davis2016``, ``youtube-vos`` or ``auto`` (``meta.json`` means
+    YouTube-VOS, else the DAVIS year whose ``ImageSets/<year>/<split>.txt`` exists, 2017 first).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: dataset folder not found")
+    if kind == "auto":
+        kind = _detect_kind(root, split)
+    if kind == "youtube-vos":
+        return _open_youtube_vos(root, split)
+    if kind in ("davis2016", "davis2017"):
+        return _open_davis(root, kind, split, resolution)
+    raise UserError(
+        f"{root}: unknown dataset kind {kind!r} (choose from {', '.join(DATASET_KINDS)})"
+    )
+
+
+def _detect_kind(root: Path, split: str) -> str:
+    if (root / "meta.json").is_file():
+        return "youtube-vos"
+    for year in ("2017", "2016"):
+        if (root / "ImageSets" / year / f"{split}.txt").is_file():
+            return f"davis{year}"
+    raise UserError(
+        f"{root}: no ImageSets/2017/{split}.txt, ImageSets/2016/{split}.txt or meta.json; "
+        "is this a DAVIS or YouTube-VOS folder?"
+    )
+
+
+def _open_davis(root: Path, kind: str, split: str, resolution: str) -> Benchmark:
+    year = kind.removeprefix("davis")
+    split_file = root / "ImageSets" / year / f"{split}.txt"
+    if not split_file.is_file():
+        raise UserError(f"{split_file}: split file not found")
+    names = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    if not names:
+        raise UserError(f"{split_file}: lists no sequences")
+    sequences = []
+    for name in names:
+        image_dir = root / "JPEGImages" / resolution / name
+        frames = tuple(sorted(image_dir.glob("*.jpg")))
+        if not frames:
+            raise UserError(f"{image_dir}: no JPEG frames for sequence {name}")
+        mask_dir = root / "Annotations" / resolution / name
+        index_of = {frame.stem: index for index, frame in enumerate(frames)}
+        annotated = {}
+        for mask in sorted(mask_dir.glob("*.png")):
+            if mask.stem not in index_of:
+                raise UserError(
+                    f"{mask}: annotation of {name} has no matching frame {mask.stem}.jpg"
+                )
+            annotated[index_of[mask.stem]] = mask
+        if 0 not in annotated:
+            raise UserError(
+                f"{mask_dir / (frames[0].stem + '.png')}: sequence {name} has no first-frame mask"
+            )
+        sequences.append(Sequence(name, frames, annotated))
+    return Benchmark(kind, root, split, tuple(sequences))
+
+
+def _open_youtube_vos(root: Path, split: str) -> Benchmark:
+    meta_file = root / "meta.json"
+    try:
+        videos = json.loads(meta_file.read_text())["videos"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{meta_file}: not a YouTube-VOS meta.json ({error})") from None
+    sequences = []
+    for name in sorted(videos):
+        frames = tuple(sorted((root / "JPEGImages" / name).glob("*.jpg")))
+        if not frames:
+            raise UserError(f"{root / 'JPEGImages' / name}: no JPEG frames for video {name}")
+        index_of = {frame.stem: index for index, frame in enumerate(frames)}
+        annotated = {}
+        for object_id, info in videos[name].get("objects", {}).items():
+            first = str(info["frames"][0])
+            mask = root / "Annotations" / name / f"{first}.png"
+            if first not in index_of:
+                raise UserError(
+                    f"{meta_file}: object {object_id} of {name} starts at missing frame {first}"
+                )
+            if not mask.is_file():
+                raise UserError(f"{mask}: video {name} has no mask where object {object_id} starts")
+            annotated[index_of[first]] = mask
+        if not annotated:
+            raise UserError(f"{meta_file}: video {name} has no annotated object")
+        sequences.append(Sequence(name, frames, annotated))
+    return Benchmark("youtube-vos", root, split, tuple(sequences))
