@@ -19,6 +19,7 @@ app = typer.Typer(
 
 # Each subcommand lives in its own module and registers itself on `app`.
 # (one import line per module below)
+from seggpt_video.cli import commands_eval  # noqa: E402,F401
 
 err_console = Console(stderr=True)
 

@@ -1,0 +1,230 @@
+"""``seggpt-video eval``: DAVIS / YouTube-VOS benchmarks with the official DAVIS measures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from seggpt_video.cli.app import app
+
+from seggpt_video.errors import UserError
+from seggpt_video.evaluation.datasets import Benchmark, open_benchmark
+from seggpt_video.evaluation.scoring import (
+    GLOBAL_COLUMNS,
+    Results,
+    collect_cached,
+    format_number,
+    score_predictions,
+    summarize,
+    write_results_csv,
+)
+from seggpt_video.evaluation.sharding import Rank, Shard
+from seggpt_video.evaluation.youtube_vos import write_submission
+
+console = Console()
+
+
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[
+        Path, typer.Argument(help="DAVIS or YouTube-VOS folder (JPEGImages, Annotations, ...).")
+    ],
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictions",
+            "-p",
+            help="Score these masks (<folder>/<sequence>/<frame>.png, palette or 0/255) "
+            "instead of running the model.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Results folder (masks when running the model, CSVs, score cache). "
+            "Default: the --predictions folder, as the official evaluation does.",
+        ),
+    ] = None,
+    benchmark_kind: Annotated[
+        str,
+        typer.Option(
+            "--benchmark", help="davis2017, davis2016, youtube-vos or auto (from the files)."
+        ),
+    ] = "auto",
+    split: Annotated[str, typer.Option(help="DAVIS split: ImageSets/<year>/<split>.txt.")] = "val",
+    resolution: Annotated[str, typer.Option(help="DAVIS image folder: 480p, 240p, ...")] = "480p",
+    sequences: Annotated[
+        str | None, typer.Option(help="Only these sequences, comma-separated.")
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="K/N: do the K-th of N shares (split again over torchrun ranks)."),
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Threads decoding mask PNGs.")] = 4,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint file or folder.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, float16, bfloat16.")] = "auto",
+    memory: Annotated[int, typer.Option(help="Recent predicted frames used as prompts.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 1,
+    per_object: Annotated[bool, typer.Option(help="One pass per object.")] = False,
+) -> None:
+    """Score predictions on DAVIS exactly as the DAVIS challenge does, or run the model first.
+
+    Writes global_results-<split>.csv and per-sequence_results-<split>.csv. YouTube-VOS has no
+    public ground truth: the masks are zipped as the challenge server wants them instead.
+    """
+    benchmark = open_benchmark(dataset, benchmark_kind, split, resolution)
+    benchmark = benchmark.select(_names(sequences))
+    if predictions is not None and (model is not None or checkpoint is not None):
+        raise UserError("--predictions: scores existing masks; leave out --model/--checkpoint")
+    if predictions is None and output is None:
+        raise UserError("--output: needed to hold the masks when running the model")
+    output = output if output is not None else predictions
+
+    rank = Rank.from_environment()
+    share = (Shard.parse(shard) if shard else Shard()).split(rank)
+    mine = share.take(list(benchmark.sequences))
+    rank.start()
+    try:
+        if predictions is None:
+            predictions = output / "Annotations" if benchmark.kind == "youtube-vos" else output
+            _predict(
+                benchmark,
+                mine,
+                predictions,
+                model,
+                checkpoint,
+                device,
+                dtype,
+                rank,
+                memory=memory,
+                batch_size=batch_size,
+                per_object=per_object,
+            )
+        elif not predictions.is_dir():
+            raise UserError(f"{predictions}: predictions folder not found")
+        if benchmark.has_ground_truth:
+            _score(mine, predictions, output, threads)
+        rank.barrier()
+        if rank.is_main:
+            _finish(benchmark, predictions, output, share)
+    finally:
+        rank.stop()
+
+
+def _names(sequences: str | None) -> list[str] | None:
+    if sequences is None:
+        return None
+    return [name.strip() for name in sequences.split(",") if name.strip()]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) -> None:
+    """Run the model over this process's sequences that have no complete masks yet."""
+    from seggpt_video.engine import Segmenter, SegmenterOptions
+    from seggpt_video.evaluation.inference import check_settings, is_predicted, predict_sequence
+    from seggpt_video.predictor import load_predictor
+
+    checkpoint = loading["checkpoint"]
+    settings = {"model": loading["model"], "checkpoint": checkpoint and str(checkpoint), **options}
+    check_settings(predictions, settings)
+    todo = [sequence for sequence in mine if not is_predicted(sequence, predictions)]
+    if not todo:
+        return
+    if loading["device"] == "auto":
+        loading = {**loading, "device": rank.device}
+    predictor = load_predictor(**loading)
+    segmenter = Segmenter(predictor, SegmenterOptions(**options))
+    with _progress() as progress:
+        overall = progress.add_task("predicting", total=len(todo))
+        for sequence in todo:
+            frames = progress.add_task(f"  {sequence.name}", total=len(sequence.frames))
+            predict_sequence(
+                segmenter, sequence, predictions, on_frame=lambda _, t=frames: progress.advance(t)
+            )
+            progress.remove_task(frames)
+            progress.advance(overall)
+
+
+def _score(mine, predictions: Path, output: Path, threads: int) -> None:
+    with _progress() as progress:
+        task = progress.add_task("scoring", total=len(mine))
+
+        def advance(score, was_cached: bool) -> None:
+            state = "cached" if was_cached else "scored"
+            progress.update(task, advance=1, description=f"scoring ({score.sequence} {state})")
+
+        score_predictions(mine, predictions, output, threads=threads, on_sequence=advance)
+
+
+def _finish(benchmark: Benchmark, predictions: Path, output: Path, share: Shard) -> None:
+    """Merge every shard's cached scores into the CSVs, or zip a YouTube-VOS submission."""
+    if not benchmark.has_ground_truth:
+        archive = output / "submission.zip"
+        if not share.is_whole:
+            from seggpt_video.evaluation.youtube_vos import missing_masks
+
+            if missing_masks(benchmark, predictions):
+                console.print("masks saved; zip after the other shards finish (rerun any shard)")
+                return
+        count = write_submission(benchmark, predictions, archive)
+        console.print(
+            f"wrote {archive} ({count} masks). No local score: YouTube-VOS ground truth is not "
+            "public; upload the zip to the challenge server (CodaLab) to get J and F."
+        )
+        return
+    scores, missing = collect_cached(benchmark, predictions, output)
+    if missing:
+        console.print(
+            f"scored {len(scores)} of {len(benchmark.sequences)} sequences; the rest belong to "
+            "other shards. Run them: whichever finishes last writes the CSVs."
+        )
+        return
+    results = summarize(scores)
+    global_csv, sequence_csv = write_results_csv(results, output, benchmark.split)
+    _print_results(results, benchmark)
+    console.print(f"Global results saved in {global_csv}")
+    console.print(f"Per-sequence results saved in {sequence_csv}")
+
+
+def _print_results(results: Results, benchmark: Benchmark) -> None:
+    per_object = Table(title=f"Per sequence results for {benchmark.split}")
+    for column in ("Sequence", "J-Mean", "F-Mean"):
+        per_object.add_column(column, justify="left" if column == "Sequence" else "right")
+    for name, j, f in results.per_object:
+        per_object.add_row(name, format_number(j), format_number(f))
+    console.print(per_object)
+    overall = Table(title=f"Global results for {benchmark.split} ({benchmark.kind})")
+    for column in GLOBAL_COLUMNS:
+        overall.add_column(column, justify="right")
+    overall.add_row(*(format_number(results.global_scores[c]) for c in GLOBAL_COLUMNS))
+    console.print(overall)
+    if any(math.isnan(value) for value in results.global_scores.values()):
+        console.print("some values are empty: a sequence had no frame to score (NaN)")
