@@ -43,7 +43,7 @@ _PALETTE = davis_palette().tobytes()
 def write_labels_png(path: Path, labels: np.ndarray) -> None:
     """Save object ids (H, W) uint8 as a DAVIS palette PNG, via a temporary file in the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))  # L; putpalette: P
     image.putpalette(_PALETTE)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     image.save(temporary)
