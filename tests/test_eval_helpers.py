@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from seggpt_video.evaluation.inference import davis_palette
+from seggpt_video.io.masks import write_palette_png
 
 HEIGHT, WIDTH = 24, 32
 
@@ -31,10 +31,7 @@ SEQUENCES = {"alpha": 6, "beta": 5}
 
 
 def save_palette(path: Path, labels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(labels)  # mode L; putpalette makes it P
-    image.putpalette(davis_palette().tobytes())
-    image.save(path)
+    write_palette_png(path, np.asarray(labels, dtype=np.uint8))
 
 
 def save_gray(path: Path, labels: np.ndarray) -> None:

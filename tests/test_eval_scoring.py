@@ -18,7 +18,7 @@ from test_eval_helpers import (
 )
 
 from seggpt_video.errors import UserError
-from seggpt_video.evaluation.datasets import open_benchmark, read_labels
+from seggpt_video.evaluation.datasets import open_benchmark
 from seggpt_video.evaluation.scoring import (
     collect_cached,
     score_benchmark_sequence,
@@ -27,6 +27,7 @@ from seggpt_video.evaluation.scoring import (
     summarize,
     write_results_csv,
 )
+from seggpt_video.io.masks import read_mask
 
 
 @pytest.fixture
@@ -141,7 +142,7 @@ def test_davis_2016_grayscale_masks_and_predictions(tmp_path):
     for sequence in benchmark.sequences:
         for name in sequence.frame_names:
             save_gray(predictions / sequence.name / f"{name}.png", ground_truth(sequence.name, 0))
-    first = read_labels(benchmark.sequences[0].annotated[0])
+    first = read_mask(benchmark.sequences[0].annotated[0])
     assert set(np.unique(first)) == {0, 1}
     results = summarize(score_predictions(list(benchmark.sequences), predictions, tmp_path))
     assert [row[0] for row in results.per_object] == ["alpha_1", "beta_1"]
@@ -204,7 +205,7 @@ def test_bad_predictions_name_the_sequence_and_frame(davis, tmp_path):
         score_sequence(sequence, predictions)
 
     (predictions / "alpha/00003.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match=r"alpha/00003\.png: not a readable PNG"):
+    with pytest.raises(UserError, match=r"alpha/00003\.png: cannot read the mask"):
         score_sequence(sequence, predictions)
 
 

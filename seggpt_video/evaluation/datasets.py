@@ -1,4 +1,4 @@
-"""Benchmark readers: DAVIS 2016, DAVIS 2017 and YouTube-VOS folders, and their label PNGs.
+"""Benchmark readers: the files of DAVIS 2016, DAVIS 2017 and YouTube-VOS folders.
 
 DAVIS: ``JPEGImages/<resolution>/<seq>/00000.jpg``, ``Annotations/<resolution>/<seq>/00000.png``,
 ``ImageSets/<year>/<split>.txt``. YouTube-VOS: ``JPEGImages/<video>/*.jpg``,
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from seggpt_video.errors import UserError
+from seggpt_video.io.masks import read_mask
 
 VOID_LABEL = 255
 """Palette index DAVIS 2017 reserves for 'void'; the official scoring treats it as background."""
@@ -24,35 +25,15 @@ VOID_LABEL = 255
 DATASET_KINDS = ("davis2017", "davis2016", "youtube-vos")
 
 
-def read_labels(path: Path) -> np.ndarray:
-    """Object ids of a mask PNG: palette indices, or 0/255 grayscale read as 0/1.
-
-    Returns (H, W) uint8, 0 = background.
-    """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            labels = np.asarray(image) if mode == "P" else None
-            if mode in ("L", "1", "I", "I;16"):
-                labels = np.asarray(image.convert("L"))
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise UserError(f"{path}: not a readable PNG ({error})") from None
-    if labels is None:
-        raise UserError(f"{path}: a {mode} image; masks must be palette or grayscale PNGs")
-    if mode != "P" and labels.max(initial=0) == 255 and not ((labels > 0) & (labels < 255)).any():
-        labels = (labels == 255).astype(np.uint8)  # DAVIS 2016 style 0/255 mask: one object
-    return labels
-
-
 def read_labels_many(paths: list[Path], threads: int = 4) -> list[np.ndarray]:
-    """Decode many mask PNGs on a few threads (PIL releases the GIL while decoding)."""
+    """Decode many masks as object ids on a few threads (PIL releases the GIL while decoding).
+
+    Returns (H, W) uint8 arrays, read by ``seggpt_video.io.masks.read_mask``.
+    """
     if threads <= 1 or len(paths) < 2:
-        return [read_labels(path) for path in paths]
+        return [read_mask(path) for path in paths]
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(read_labels, paths))
+        return list(pool.map(read_mask, paths))
 
 
 @dataclass(frozen=True)
@@ -86,7 +67,7 @@ class Sequence:
 
         DAVIS gives frame 0 only; YouTube-VOS each frame where a new object starts.
         """
-        return {index: read_labels(path) for index, path in sorted(self.annotated.items())}
+        return {index: read_mask(path) for index, path in sorted(self.annotated.items())}
 
 
 @dataclass(frozen=True)

@@ -9,45 +9,15 @@ settings are never mixed in one folder.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import Sequence
 from seggpt_video.evaluation.scoring import write_text_atomic
+from seggpt_video.io.masks import write_palette_png
 
 SETTINGS_FILE = "predictions.json"
-
-
-def davis_palette() -> np.ndarray:
-    """The DAVIS (PASCAL VOC) colour map: bits of index i spread over R, G, B. (256, 3) uint8."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for index in range(256):
-        value, red, green, blue = index, 0, 0, 0
-        for bit in range(8):
-            red |= ((value >> 0) & 1) << (7 - bit)
-            green |= ((value >> 1) & 1) << (7 - bit)
-            blue |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        palette[index] = (red, green, blue)
-    return palette
-
-
-_PALETTE = davis_palette().tobytes()
-
-
-def write_labels_png(path: Path, labels: np.ndarray) -> None:
-    """Save object ids (H, W) uint8 as a DAVIS palette PNG, via a temporary file in the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))  # L; putpalette: P
-    image.putpalette(_PALETTE)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    image.save(temporary)
-    os.replace(temporary, path)
 
 
 def is_predicted(sequence: Sequence, predictions: Path) -> bool:
@@ -88,7 +58,7 @@ def predict_sequence(
     folder = predictions / sequence.name
     try:
         for index, labels in segmenter.propagate(sequence.iter_images(), sequence.prompts()):
-            write_labels_png(folder / f"{names[index]}.png", labels)
+            write_palette_png(folder / f"{names[index]}.png", labels)
             if on_frame is not None:
                 on_frame(index)
     except UserError as error:

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from seggpt_video.evaluation.metrics import (
     region_similarity,
     statistics,
 )
+from seggpt_video.io.atomic import atomic_path
 
 CACHE_DIR = ".eval-cache"
 CACHE_VERSION = 1
@@ -259,10 +259,8 @@ def write_results_csv(results: Results, output: Path, split: str) -> tuple[Path,
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with atomic_path(path) as partial:
+        partial.write_text(text)
 
 
 def score_predictions(

@@ -7,12 +7,12 @@ split, palette PNGs whose indices are the object ids of ``meta.json``, zipped wi
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import Benchmark
+from seggpt_video.io.atomic import atomic_path
 
 
 def missing_masks(benchmark: Benchmark, predictions: Path) -> list[Path]:
@@ -35,15 +35,15 @@ def write_submission(benchmark: Benchmark, predictions: Path, archive: Path) -> 
         raise UserError(
             f"{missing[0]}: missing mask for the submission ({len(missing)} missing in all)"
         )
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    temporary = archive.with_name(f".{archive.name}.{os.getpid()}.tmp")
     count = 0
     # PNGs are compressed already: storing them is as small and much faster.
-    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as zipped:
+    with (
+        atomic_path(archive) as partial,
+        zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as zipped,
+    ):
         for sequence in benchmark.sequences:
             for name in sequence.frame_names:
                 source = predictions / sequence.name / f"{name}.png"
                 zipped.write(source, f"Annotations/{sequence.name}/{name}.png")
                 count += 1
-    os.replace(temporary, archive)
     return count
