@@ -105,19 +105,9 @@ def eval_command(
     try:
         if predictions is None:
             predictions = output / "Annotations" if benchmark.kind == "youtube-vos" else output
-            _predict(
-                benchmark,
-                mine,
-                predictions,
-                model,
-                checkpoint,
-                device,
-                dtype,
-                rank,
-                memory=memory,
-                batch_size=batch_size,
-                per_object=per_object,
-            )
+            options = {"memory": memory, "batch_size": batch_size, "per_object": per_object}
+            loading = {"model": model, "checkpoint": checkpoint, "device": device, "dtype": dtype}
+            _predict(mine, predictions, rank, loading, options)
         elif not predictions.is_dir():
             raise UserError(f"{predictions}: predictions folder not found")
         if benchmark.has_ground_truth:
