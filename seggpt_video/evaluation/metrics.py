@@ -24,7 +24,8 @@ def region_similarity(ground_truth: np.ndarray, prediction: np.ndarray) -> np.nd
     ground_truth, prediction: (T, H, W) or (H, W) bool. Returns (T,) float64 (or a 0-d array).
     """
     _check_same_shape(ground_truth, prediction)
-    ground_truth, prediction = ground_truth.astype(bool), prediction.astype(bool)
+    ground_truth = np.asarray(ground_truth, dtype=bool)
+    prediction = np.asarray(prediction, dtype=bool)
     intersection = np.count_nonzero(ground_truth & prediction, axis=(-2, -1))
     union = np.count_nonzero(ground_truth | prediction, axis=(-2, -1))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -57,16 +58,19 @@ def boundary_map(masks: np.ndarray) -> np.ndarray:
     the last row compares east only, the last column south only, and the bottom-right corner
     never is. masks: (..., H, W) bool. Returns (..., H, W) bool.
     """
-    seg = masks.astype(bool)
-    east = np.zeros_like(seg)
-    south = np.zeros_like(seg)
-    south_east = np.zeros_like(seg)
-    east[..., :, :-1] = seg[..., :, 1:]
-    south[..., :-1, :] = seg[..., 1:, :]
-    south_east[..., :-1, :-1] = seg[..., 1:, 1:]
-    boundary = (seg ^ east) | (seg ^ south) | (seg ^ south_east)
-    boundary[..., -1, :] = seg[..., -1, :] ^ east[..., -1, :]
-    boundary[..., :, -1] = seg[..., :, -1] ^ south[..., :, -1]
+    seg = np.asarray(masks, dtype=bool)
+    boundary = np.empty_like(seg)
+    # Differs from the east neighbour (beyond the last column counts as empty) ...
+    np.not_equal(seg[..., :, :-1], seg[..., :, 1:], out=boundary[..., :, :-1])
+    boundary[..., :, -1] = seg[..., :, -1]
+    # ... or from the south neighbour ...
+    boundary[..., :-1, :] |= seg[..., :-1, :] ^ seg[..., 1:, :]
+    boundary[..., -1, :] |= seg[..., -1, :]
+    # ... or from the south-east one (beyond the edges is covered by the two lines above).
+    boundary[..., :-1, :-1] |= seg[..., :-1, :-1] ^ seg[..., 1:, 1:]
+    # The last row compares east only, the last column south only.
+    np.not_equal(seg[..., -1, :-1], seg[..., -1, 1:], out=boundary[..., -1, :-1])
+    np.not_equal(seg[..., :-1, -1], seg[..., 1:, -1], out=boundary[..., :-1, -1])
     boundary[..., -1, -1] = False
     return boundary
 
@@ -179,15 +183,19 @@ def _count_within_disk(targets: np.ndarray, sources: np.ndarray, radius: int) ->
     and each span is one binary search. targets, sources: (T, H, W) bool. Returns (T,) int64.
     """
     n_frames, height, width = targets.shape
-    frame, y, x = np.nonzero(targets)
-    source_frame, source_y, source_x = np.nonzero(sources)
-    if frame.size == 0 or source_frame.size == 0:
+    target_index = np.flatnonzero(targets)
+    source_index = np.flatnonzero(sources)
+    if target_index.size == 0 or source_index.size == 0:
         return np.zeros(n_frames, dtype=np.int64)
+    # Flat index (frame * H + y) * W + x becomes (frame * H + y) * row_stride + x.
     row_stride = width + 2 * radius + 2
-    source_keys = (source_frame.astype(np.int64) * height + source_y) * row_stride + source_x
-    target_keys = (frame.astype(np.int64) * height + y) * row_stride + x
+    source_keys = source_index + (source_index // width) * (row_stride - width)
+    target_rows = target_index // width
+    target_keys = target_index + target_rows * (row_stride - width)
+    y = target_rows % height
+    frame = target_rows // height
     half_width = (disk(radius).sum(axis=1) - 1) // 2
-    covered = np.zeros(frame.size, dtype=bool)
+    covered = np.zeros(target_index.size, dtype=bool)
     for dy in range(-radius, radius + 1):
         span_start = target_keys + dy * row_stride - half_width[dy + radius]
         first = np.searchsorted(source_keys, span_start)
