@@ -31,7 +31,7 @@ from seggpt_video.evaluation.scoring import (
     write_results_csv,
 )
 from seggpt_video.evaluation.sharding import Rank, Shard
-from seggpt_video.evaluation.youtube_vos import write_submission
+from seggpt_video.evaluation.youtube_vos import missing_masks, write_submission
 
 console = Console()
 
@@ -176,11 +176,15 @@ def _score(mine, predictions: Path, output: Path, threads: int) -> None:
 
 def _finish(benchmark: Benchmark, predictions: Path, output: Path, share: Shard) -> None:
     """Merge every shard's cached scores into the CSVs, or zip a YouTube-VOS submission."""
+    if benchmark.kind != "youtube-vos" and not benchmark.has_ground_truth:
+        console.print(
+            f"masks in {predictions}. No local score: this {benchmark.kind} {benchmark.split} "
+            "split has first-frame masks only; submit the masks to the DAVIS challenge server."
+        )
+        return
     if not benchmark.has_ground_truth:
         archive = output / "submission.zip"
         if not share.is_whole:
-            from seggpt_video.evaluation.youtube_vos import missing_masks
-
             if missing_masks(benchmark, predictions):
                 console.print("masks saved; zip after the other shards finish (rerun any shard)")
                 return

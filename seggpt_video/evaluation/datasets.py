@@ -81,8 +81,10 @@ class Benchmark:
 
     @property
     def has_ground_truth(self) -> bool:
-        """DAVIS train/val can be scored locally; YouTube-VOS only by the challenge server."""
-        return self.kind != "youtube-vos"
+        """Scorable here: DAVIS train/val. YouTube-VOS and DAVIS test give first masks only."""
+        if self.kind == "youtube-vos":
+            return False
+        return all(len(sequence.annotated) > 1 for sequence in self.sequences)
 
     def select(self, names: list[str] | None) -> Benchmark:
         """The same benchmark restricted to ``names`` (in the split's order)."""
