@@ -84,6 +84,9 @@ def eval_command(
     memory: Annotated[int, typer.Option(help="Recent predicted frames used as prompts.")] = 8,
     batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 1,
     per_object: Annotated[bool, typer.Option(help="One pass per object.")] = False,
+    upsample: Annotated[
+        str, typer.Option(help="Prediction back to frame size: bilinear or nearest.")
+    ] = "bilinear",
 ) -> None:
     """Score predictions on DAVIS exactly as the DAVIS challenge does, or run the model first.
 
@@ -105,7 +108,12 @@ def eval_command(
     try:
         if predictions is None:
             predictions = output / "Annotations" if benchmark.kind == "youtube-vos" else output
-            options = {"memory": memory, "batch_size": batch_size, "per_object": per_object}
+            options = {
+                "memory": memory,
+                "batch_size": batch_size,
+                "per_object": per_object,
+                "upsample": upsample,
+            }
             loading = {"model": model, "checkpoint": checkpoint, "device": device, "dtype": dtype}
             _predict(mine, predictions, rank, loading, options)
         elif not predictions.is_dir():

@@ -16,6 +16,7 @@ from seggpt_video.cli.app import app, main
 from test_eval_helpers import SEQUENCES, ground_truth, make_davis, save_palette, write_predictions
 from typer.testing import CliRunner
 
+from seggpt_video.evaluation.datasets import open_benchmark
 from seggpt_video.io.masks import read_mask
 
 runner = CliRunner()
@@ -131,6 +132,8 @@ def test_runs_the_model_then_scores_and_resumes(davis, tmp_path):
     checkpoint = tmp_path / "tiny.safetensors"
     save_checkpoint(build_model("test-small"), checkpoint)
     out = tmp_path / "run"
+    # Only frame 0's mask goes to the model: the other masks are the answers.
+    assert list(open_benchmark(davis).sequences[1].prompts()) == [0]
     invoke(davis, "--checkpoint", checkpoint, "-o", out, "--sequences", "beta", "--memory", "2")
     frames = sorted((out / "beta").glob("*.png"))
     assert [f.stem for f in frames] == [f"{i:05d}" for i in range(SEQUENCES["beta"])]
@@ -197,6 +200,7 @@ def test_youtube_vos_runs_the_model_with_objects_starting_late(tmp_path):
     result = invoke(root, "--checkpoint", checkpoint, "-o", tmp_path / "out")
     assert "No local score" in " ".join(result.output.split())
     # Where object 2 starts, its given mask is used as it is.
+    assert list(open_benchmark(root).sequences[1].prompts()) == [0, 2]
     late = read_mask(tmp_path / "out/Annotations/late/00010.png")
     assert (late == 2).sum() == 36
     with zipfile.ZipFile(tmp_path / "out/submission.zip") as zipped:

@@ -38,15 +38,18 @@ def read_labels_many(paths: list[Path], threads: int = 4) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class Sequence:
-    """One video of a benchmark: its frames (sorted) and which of them carry an annotation.
+    """One video of a benchmark: its frames (sorted), its masks, and which masks are given.
 
-    ``annotated`` maps frame index -> annotation PNG. DAVIS annotates every frame of train/val;
-    YouTube-VOS only the frames where an object first appears.
+    ``annotated`` maps frame index -> mask PNG: every frame for DAVIS train/val (the ground
+    truth), only the frames where an object first appears for YouTube-VOS. ``given`` lists
+    the frames whose masks a method receives: frame 0 for DAVIS, every annotated frame for
+    YouTube-VOS.
     """
 
     name: str
     frames: tuple[Path, ...]
     annotated: dict[int, Path] = field(hash=False)
+    given: tuple[int, ...] = (0,)
 
     @property
     def frame_names(self) -> list[str]:
@@ -63,11 +66,8 @@ class Sequence:
                 raise UserError(f"{path}: cannot read frame of {self.name} ({error})") from None
 
     def prompts(self) -> dict[int, np.ndarray]:
-        """The given annotations as the propagation's prompts: frame index -> (H, W) uint8 ids.
-
-        DAVIS gives frame 0 only; YouTube-VOS each frame where a new object starts.
-        """
-        return {index: read_mask(path) for index, path in sorted(self.annotated.items())}
+        """The given masks, as the propagation's prompts: frame index -> (H, W) uint8 ids."""
+        return {index: read_mask(self.annotated[index]) for index in self.given}
 
 
 @dataclass(frozen=True)
@@ -191,5 +191,5 @@ def _open_youtube_vos(root: Path, split: str) -> Benchmark:
             annotated[index_of[first]] = mask
         if not annotated:
             raise UserError(f"{meta_file}: video {name} has no annotated object")
-        sequences.append(Sequence(name, frames, annotated))
+        sequences.append(Sequence(name, frames, annotated, given=tuple(sorted(annotated))))
     return Benchmark("youtube-vos", root, split, tuple(sequences))
