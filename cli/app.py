@@ -20,6 +20,9 @@ app = typer.Typer(
 # Each subcommand lives in its own module and registers itself on `app`.
 # (one import line per module below)
 from seggpt_video.cli import commands_eval  # noqa: E402,F401
+from seggpt_video.cli import commands_info  # noqa: E402,F401
+from seggpt_video.cli import commands_run  # noqa: E402,F401
+from seggpt_video.cli import commands_train  # noqa: E402,F401
 
 err_console = Console(stderr=True)
 

@@ -9,7 +9,7 @@ it stood before the batch (``batch_size=1`` is the release's recipe exactly).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,11 +88,14 @@ class Segmenter:
         self,
         frames: Iterable[np.ndarray],
         annotations: dict[int, np.ndarray],
+        known: Callable[[int], np.ndarray | None] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index, object ids (H, W) uint8) for every frame, in order.
 
         frames: (H, W, 3) uint8 RGB in video order. annotations: frame index -> object ids
         (H, W) uint8, 0 = background; the first annotated frame must be the first frame.
+        known: frame index -> ids already predicted by an earlier run (or None): such frames
+        are not run through the model, only remembered as prompts, so a run can resume.
         """
         if not annotations:
             raise UserError("no annotated frame: give at least the first frame's mask")
@@ -113,9 +116,15 @@ class Segmenter:
         batch: list[tuple[int, np.ndarray]] = []
         index = -1
         for index, frame in enumerate(frames):
-            if index in annotations and batch:
+            earlier = known(index) if known is not None else None
+            if (index in annotations or earlier is not None) and batch:
                 yield from self._run_batch(propagations, batch)
                 batch = []
+            if earlier is not None:
+                for propagation in propagations:
+                    propagation.add_known(index, frame, earlier, index in annotations)
+                yield index, earlier
+                continue
             if index in annotations:
                 yield index, self._annotate(propagations, index, frame, annotations[index])
                 continue
@@ -208,6 +217,17 @@ class _Propagation:
         """An annotated frame, (H, W, 3) uint8 with ids (H, W), becomes a prompt for good."""
         tensors = self.predictor.prepare_prompts([frame], [self.palette.paint(labels)])
         self.memory.add_annotated(Prompt(index, tensors))
+
+    def add_known(self, index: int, frame: np.ndarray, labels: np.ndarray, annotated: bool) -> None:
+        """A frame segmented by an earlier run, (H, W, 3) uint8 with ids (H, W), rejoins memory."""
+        if annotated:
+            self.add_annotated(index, frame, labels)
+        elif self.options.memory > 0:
+            size = (self.predictor.size, self.predictor.size)
+            ids = torch.from_numpy(labels)[None, None].float()
+            ids = F.interpolate(ids, size=size, mode="nearest-exact")[:, 0].to(torch.uint8)
+            query = self.predictor.prepare_images([frame])
+            self.add_prediction(index, query, ids.to(query.device))
 
     def add_prediction(self, index: int, query: torch.Tensor, labels: torch.Tensor) -> None:
         """A predicted frame, (1, 3, S, S) model input, ids (1, S, S), joins the recent memory."""

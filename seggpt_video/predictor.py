@@ -38,8 +38,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """'auto' is fp16 on CUDA and fp32 on the CPU; fp16 on the CPU is allowed but slow."""
     names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    aliases = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
+    dtype = aliases.get(dtype, dtype)
     if dtype not in names:
         raise UserError(f"--dtype {dtype}: expected auto, fp32, fp16 or bf16")
     return names[dtype]

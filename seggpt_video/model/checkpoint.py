@@ -249,9 +249,14 @@ def resolve_model(name: str) -> Path:
         )
         raise UserError(f"{name}: unknown model name (known: {known}); or pass --checkpoint FILE")
     repo = HUB_REPOS[name]
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import logging as hub_logging
 
+    cached = try_to_load_from_cache(repo, "model.safetensors")
+    if isinstance(cached, str) and try_to_load_from_cache(repo, "config.json"):
+        return Path(cached).parent
+    hub_logging.set_verbosity_error()  # one clear message of ours instead of retry chatter
     try:
         hf_hub_download(repo, "config.json")
         return Path(hf_hub_download(repo, "model.safetensors")).parent
