@@ -17,8 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from seggpt_video.cli.app import app
 
+from seggpt_video.cli.app import app
 from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import Benchmark, open_benchmark
 from seggpt_video.evaluation.scoring import (

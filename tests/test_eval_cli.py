@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import typer.core
 import typer.main
-from seggpt_video.cli.app import app, main
 from test_eval_helpers import SEQUENCES, ground_truth, make_davis, save_palette, write_predictions
 from typer.testing import CliRunner
 
+from seggpt_video.cli.app import app, main
 from seggpt_video.evaluation.datasets import open_benchmark
 from seggpt_video.io.masks import read_mask
 
