@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from seggpt_video.cli.app import app
+from seggpt_video.cli.options import Checkpoint, Device, Dtype, ModelName
 from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import Benchmark, open_benchmark
 from seggpt_video.evaluation.scoring import (
@@ -75,18 +76,17 @@ def eval_command(
         typer.Option(help="K/N: do the K-th of N shares (split again over torchrun ranks)."),
     ] = None,
     threads: Annotated[int, typer.Option(help="Threads decoding mask PNGs.")] = 4,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name.")] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint file or folder.")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, float16, bfloat16.")] = "auto",
     memory: Annotated[int, typer.Option(help="Recent predicted frames used as prompts.")] = 8,
     batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 1,
     per_object: Annotated[bool, typer.Option(help="One pass per object.")] = False,
-    upsample: Annotated[
-        str, typer.Option(help="Prediction back to frame size: bilinear or nearest.")
-    ] = "bilinear",
+    prompt_file: Annotated[
+        Path | None,
+        typer.Option(help="A tuned prompt from `seggpt-video tune`, used for every frame."),
+    ] = None,
+    model: ModelName = None,
+    checkpoint: Checkpoint = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
 ) -> None:
     """Score predictions on DAVIS exactly as the DAVIS challenge does, or run the model first.
 
@@ -108,14 +108,9 @@ def eval_command(
     try:
         if predictions is None:
             predictions = output / "Annotations" if benchmark.kind == "youtube-vos" else output
-            options = {
-                "memory": memory,
-                "batch_size": batch_size,
-                "per_object": per_object,
-                "upsample": upsample,
-            }
+            options = {"memory": memory, "batch_size": batch_size, "per_object": per_object}
             loading = {"model": model, "checkpoint": checkpoint, "device": device, "dtype": dtype}
-            _predict(mine, predictions, rank, loading, options)
+            _predict(mine, predictions, rank, loading, options, prompt_file)
         elif not predictions.is_dir():
             raise UserError(f"{predictions}: predictions folder not found")
         if benchmark.has_ground_truth:
@@ -144,14 +139,21 @@ def _progress() -> Progress:
     )
 
 
-def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) -> None:
+def _predict(
+    mine, predictions: Path, rank: Rank, loading: dict, options: dict, prompt_file: Path | None
+) -> None:
     """Run the model over this process's sequences that have no complete masks yet."""
     from seggpt_video.engine import Segmenter, SegmenterOptions
     from seggpt_video.evaluation.inference import check_settings, is_predicted, predict_sequence
     from seggpt_video.predictor import load_predictor
 
-    checkpoint = loading["checkpoint"]
-    settings = {"model": loading["model"], "checkpoint": checkpoint and str(checkpoint), **options}
+    settings = {
+        "model": loading["model"],
+        "checkpoint": str(loading["checkpoint"]) if loading["checkpoint"] else None,
+        "dtype": loading["dtype"],
+        "prompt_file": str(prompt_file) if prompt_file else None,
+        **options,
+    }
     check_settings(predictions, settings)
     todo = [sequence for sequence in mine if not is_predicted(sequence, predictions)]
     if not todo:
@@ -159,6 +161,10 @@ def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) 
     if loading["device"] == "auto":
         loading = {**loading, "device": rank.device}
     predictor = load_predictor(**loading)
+    if prompt_file is not None:
+        from seggpt_video.training.tuning import load_tuned_prompt
+
+        options = {**options, "extra_prompts": load_tuned_prompt(prompt_file, predictor)}
     segmenter = Segmenter(predictor, SegmenterOptions(**options))
     with _progress() as progress:
         overall = progress.add_task("predicting", total=len(todo))
