@@ -103,15 +103,16 @@ class SegGPTPredictor:
     def prepare_images(self, images: np.ndarray | list[np.ndarray] | torch.Tensor) -> torch.Tensor:
         """Frames -> model input: (N, H, W, 3) uint8 -> (N, 3, S, S) normalised.
 
-        Resized like PIL's default bicubic (antialiased), rounded to uint8 levels as PIL would.
+        Resized as the release does with PIL's default filter (antialiased bicubic): width
+        first, then height, each pass rounded to uint8 levels, which matches PIL to one level.
         """
         pixels = images if isinstance(images, torch.Tensor) else to_tensor_images(images)
         pixels = pixels.to(self.device, non_blocking=True).float()
-        if pixels.shape[-2:] != (self.size, self.size):
-            pixels = F.interpolate(
-                pixels, size=(self.size, self.size), mode="bicubic", antialias=True
-            )
-            pixels = pixels.round_().clamp_(0, 255)
+        height, width = pixels.shape[-2:]
+        for size in ((height, self.size), (self.size, self.size)):
+            if pixels.shape[-2:] != size:
+                pixels = F.interpolate(pixels, size=size, mode="bicubic", antialias=True)
+                pixels = pixels.round_().clamp_(0, 255)
         return self._normalise(pixels)
 
     def prepare_masks(self, masks: np.ndarray | list[np.ndarray] | torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,145 @@
+"""Propagation: which prompts each frame gets, batching, annotations, resume, per-object passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seggpt_video.engine import Segmenter, SegmenterOptions
+from seggpt_video.errors import UserError
+from seggpt_video.model import build_model
+from seggpt_video.predictor import IMAGENET_MEAN, IMAGENET_STD, SegGPTPredictor
+
+HEIGHT, WIDTH = 40, 56
+
+
+class SpyPredictor(SegGPTPredictor):
+    """Records, for every model call, which frames were the prompts and which the queries.
+
+    Frame t is a flat grey image of level 10 * t, so a prepared image tells its frame back.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(build_model("test-small"))
+        self.calls: list[tuple[list[int], list[int]]] = []
+
+    @staticmethod
+    def frame_of(images: torch.Tensor) -> list[int]:
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        levels = ((images.float() * std + mean) * 255).mean(dim=(1, 2, 3))
+        return [round(level.item() / 10) for level in levels]
+
+    def paint(self, prompts, queries):
+        self.calls.append((self.frame_of(prompts.images), self.frame_of(queries)))
+        return super().paint(prompts, queries)
+
+
+def grey_frames(count: int) -> list[np.ndarray]:
+    return [np.full((HEIGHT, WIDTH, 3), 10 * t, dtype=np.uint8) for t in range(count)]
+
+
+def first_mask() -> np.ndarray:
+    labels = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+    labels[8:24, 10:30] = 1
+    return labels
+
+
+def run(options: SegmenterOptions, count: int = 8, annotations=None):
+    spy = SpyPredictor()
+    annotations = annotations or {0: first_mask()}
+    results = list(Segmenter(spy, options).propagate(grey_frames(count), annotations))
+    return spy.calls, results
+
+
+def test_memory_zero_uses_only_the_first_frame_like_the_release():
+    calls, results = run(SegmenterOptions(memory=0, batch_size=1))
+    assert [index for index, _ in results] == list(range(8))
+    assert calls == [([0], [t]) for t in range(1, 8)]
+    assert np.array_equal(results[0][1], first_mask())  # frame 0 is the annotation itself
+
+
+@pytest.mark.parametrize("memory", [1, 3])
+def test_memory_k_adds_the_k_most_recent_predictions(memory):
+    calls, _ = run(SegmenterOptions(memory=memory, batch_size=1))
+    expected = [([0, *range(max(1, t - memory), t)], [t]) for t in range(1, 8)]
+    assert calls == expected
+
+
+def test_a_batch_shares_the_memory_as_it_stood_before_it():
+    calls, results = run(SegmenterOptions(memory=2, batch_size=3))
+    assert [index for index, _ in results] == list(range(8))
+    assert calls == [([0], [1, 2, 3]), ([0, 2, 3], [4, 5, 6]), ([0, 5, 6], [7])]
+
+
+def test_a_later_annotation_splits_batches_and_stays_a_prompt():
+    annotations = {0: first_mask(), 4: np.where(first_mask() > 0, 2, 0).astype(np.uint8)}
+    calls, results = run(SegmenterOptions(memory=1, batch_size=2), annotations=annotations)
+    # Frame 4's own prediction (for objects it does not annotate) comes before it joins.
+    assert calls == [
+        ([0], [1, 2]),
+        ([0, 2], [3]),
+        ([0, 3], [4]),
+        ([0, 4, 3], [5, 6]),
+        ([0, 4, 6], [7]),
+    ]
+    labels4 = dict(results)[4]
+    assert set(np.unique(labels4)) <= {0, 1, 2}
+    assert np.all(labels4[annotations[4] > 0] == 2)  # the annotation wins for its pixels
+
+
+def test_known_frames_are_not_recomputed_but_remembered():
+    """Resuming: frames an earlier run wrote rejoin the memory instead of going to the model."""
+    spy = SpyPredictor()
+    earlier = {t: first_mask() for t in range(4)}
+    results = list(
+        Segmenter(spy, SegmenterOptions(memory=2)).propagate(
+            grey_frames(6), {0: first_mask()}, known=earlier.get
+        )
+    )
+    assert [index for index, _ in results] == list(range(6))
+    assert spy.calls == [([0, 2, 3], [4]), ([0, 3, 4], [5])]
+
+
+def test_per_object_runs_one_white_on_black_pass_per_object():
+    labels = first_mask()
+    labels[28:36, 36:50] = 3
+    spy = SpyPredictor()
+    options = SegmenterOptions(memory=0, per_object=True)
+    results = list(Segmenter(spy, options).propagate(grey_frames(3), {0: labels}))
+    assert len(spy.calls) == 2 * 2  # two objects x two predicted frames
+    assert all(set(np.unique(r)) <= {0, 1, 3} for _, r in results)
+
+
+def test_prompt_images_are_prepared_like_the_release():
+    """PIL's default (bicubic) resize to the model size, /255, ImageNet normalisation."""
+    predictor = SegGPTPredictor(build_model("test-small"))
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    size = predictor.size
+    resized = np.asarray(Image.fromarray(frame).resize((size, size))) / 255.0
+    expected = (resized - IMAGENET_MEAN) / IMAGENET_STD
+    ours = predictor.prepare_images([frame])[0].permute(1, 2, 0).numpy()
+    # Equal to PIL but for a rare one-level rounding difference (PIL computes in fixed point).
+    assert np.abs(ours - expected).max() <= 1.01 / 255 / min(IMAGENET_STD)
+    mask = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    mask[5:17, 3:40] = 255
+    pil_mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST)) / 255.0
+    ours_mask = predictor.prepare_masks([mask])[0].permute(1, 2, 0).numpy()
+    assert np.allclose(ours_mask, (pil_mask - IMAGENET_MEAN) / IMAGENET_STD, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "annotations,message",
+    [
+        ({}, "no annotated frame"),
+        ({0: np.zeros((HEIGHT, WIDTH), np.uint8)}, "empty"),
+        ({2: first_mask()}, "frame 0 must be annotated"),
+        ({0: first_mask(), 20: first_mask()}, "annotation for frame 20 but the video ends"),
+    ],
+)
+def test_bad_annotations_are_user_errors(annotations, message):
+    with pytest.raises(UserError, match=message):
+        list(Segmenter(SpyPredictor()).propagate(grey_frames(4), annotations))
