@@ -26,7 +26,6 @@ from seggpt_video.io.writers import (
     Y4MWriter,
     draw_overlay,
     make_writers,
-    zip_youtube_vos,
 )
 
 __all__ = [
@@ -51,5 +50,4 @@ __all__ = [
     "read_mask",
     "require_objects",
     "write_palette_png",
-    "zip_youtube_vos",
 ]

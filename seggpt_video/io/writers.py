@@ -4,7 +4,7 @@ Formats (the names `make_writers` takes), for a video named <seq> and an output 
 
 - ``davis``: one DAVIS-palette PNG per frame, ``<out>/<seq>/<frame>.png``.
 - ``youtube-vos``: the YouTube-VOS submission layout, ``<out>/Annotations/<seq>/<frame>.png``
-  (palette PNGs; `zip_youtube_vos` packs ``Annotations/`` into the zip the server takes).
+  (palette PNGs; the evaluation package zips ``Annotations/`` for the challenge server).
 - ``overlay``: ``<out>/<seq>_overlay.mp4``, H.264 yuv420p, each object's palette colour blended over
   the video with its outline drawn; same frame count and timestamps as the source.
 - ``matte``: one 0/255 grayscale matte per object, ``<out>/matte/object_<id>/<frame>.png``, and a
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import zipfile
 from collections.abc import Iterable
 from contextlib import suppress
 from fractions import Fraction
@@ -433,6 +432,8 @@ class Y4MWriter(Writer):
     def _emit(self, data: bytes) -> None:
         try:
             self._stream.write(data)
+            if self.path is None:  # hand each frame to the reading program as soon as it is made
+                self._stream.flush()
         except BrokenPipeError:
             raise UserError(f"{self._name}: the program reading the output closed it") from None
 
@@ -574,16 +575,3 @@ def make_writers(
             writer.abort()
         raise
     return writers
-
-
-def zip_youtube_vos(output: Path | str) -> Path:
-    """Pack <output>/Annotations into <output>/submission.zip, the archive YouTube-VOS accepts."""
-    output = Path(output)
-    pngs = sorted((output / "Annotations").glob("*/*.png"))
-    if not pngs:
-        raise UserError(f"{output / 'Annotations'}: no annotation PNGs to pack")
-    archive = output / "submission.zip"
-    with atomic_path(archive) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
-        for png in pngs:
-            z.write(png, png.relative_to(output).as_posix())
-    return archive
