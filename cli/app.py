@@ -18,11 +18,12 @@ app = typer.Typer(
 )
 
 # Each subcommand lives in its own module and registers itself on `app`.
-# (one import line per module below)
-from seggpt_video.cli import commands_eval  # noqa: E402,F401
-from seggpt_video.cli import commands_info  # noqa: E402,F401
-from seggpt_video.cli import commands_run  # noqa: E402,F401
-from seggpt_video.cli import commands_train  # noqa: E402,F401
+from seggpt_video.cli import (  # noqa: E402,F401
+    commands_eval,
+    commands_info,
+    commands_run,
+    commands_train,
+)
 
 err_console = Console(stderr=True)
 
@@ -37,7 +38,3 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; re-run the same command to resume")
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

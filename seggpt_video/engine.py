@@ -112,6 +112,7 @@ class Segmenter:
         if first != 0:
             raise UserError(f"the first annotation is on frame {first}: frame 0 must be annotated")
         passes = [[i] for i in object_ids] if self.options.per_object else [object_ids]
+        self._present: set[int] = set()  # objects annotated so far
         propagations = [_Propagation(self, ObjectPalette(ids)) for ids in passes]
         batch: list[tuple[int, np.ndarray]] = []
         index = -1
@@ -121,6 +122,8 @@ class Segmenter:
                 yield from self._run_batch(propagations, batch)
                 batch = []
             if earlier is not None:
+                if index in annotations:
+                    self._present.update(int(i) for i in np.unique(annotations[index]) if i)
                 for propagation in propagations:
                     propagation.add_known(index, frame, earlier, index in annotations)
                 yield index, earlier
@@ -146,6 +149,7 @@ class Segmenter:
         self, propagations: list[_Propagation], index: int, frame: np.ndarray, labels: np.ndarray
     ) -> np.ndarray:
         """An annotated frame: the annotation wins for its objects, others keep their prediction."""
+        self._present.update(int(i) for i in np.unique(labels) if i)
         if index == 0:
             merged = labels
         else:
@@ -180,11 +184,15 @@ class Segmenter:
         The model-size ids become the next prompts, as the release binarises its output before
         any resizing; the frame-size ids are the output.
         """
+        present = sorted(self._present)
+        if self.options.per_object:
+            # A pass whose object is not annotated yet has nothing to look for.
+            propagations = [p for p in propagations if p.palette.object_ids[0] in self._present]
         painted = [p.predictor.paint(p.prompt_tensors(), queries) for p in propagations]
-        if len(propagations) == 1:
+        if not self.options.per_object:
             palette = propagations[0].palette
-            full = palette.decode(self._upsample(painted[0], size))
-            return full.cpu().numpy(), palette.decode(painted[0])
+            full = palette.decode(self._upsample(painted[0], size), present)
+            return full.cpu().numpy(), palette.decode(painted[0], present)
         # Per-object passes: each scores how white its object is; the whitest above 128 wins.
         ids = torch.tensor([p.palette.object_ids[0] for p in propagations], dtype=torch.uint8)
 

@@ -75,18 +75,21 @@ class ObjectPalette:
         table = torch.from_numpy(self._id_to_colour).to(labels.device, torch.float32)
         return table[labels.long()].permute(0, 3, 1, 2)
 
-    def decode(self, painted: torch.Tensor) -> torch.Tensor:
+    def decode(self, painted: torch.Tensor, present: list[int] | None = None) -> torch.Tensor:
         """Nearest-colour decoding: (N, 3, H, W) float RGB in [0, 255] -> (N, H, W) uint8 ids.
 
-        One object uses the release's rule (mean over RGB > 128 is the object).
+        present: the objects that may appear (default all); an object not yet annotated must
+        not be read into the painting. One object uses the release's rule (mean RGB > 128).
         """
         if len(self.object_ids) == 1:
             inside = painted.mean(dim=1) > 128
             return inside.to(torch.uint8) * self.object_ids[0]
-        candidates = self._candidates.to(painted.device, painted.dtype)
+        keep = [0] + [1 + self.object_ids.index(i) for i in (present or self.object_ids)]
+        labels = self._labels[keep].to(painted.device)
+        candidates = self._candidates[keep].to(painted.device, painted.dtype)
         # Squared distance to each candidate colour, expanded to avoid a (N, K, 3, H, W) temporary.
         norms = (candidates**2).sum(1)
         dots = torch.einsum("kc,nchw->nkhw", candidates, painted)
         distance = norms[None, :, None, None] - 2 * dots
         nearest = distance.argmin(dim=1)
-        return self._labels.to(painted.device)[nearest]
+        return labels[nearest]
