@@ -9,6 +9,9 @@ Typical use::
 Frames are (T, H, W, 3) uint8 RGB; labels are (T, H, W) uint8 object ids (0 = background).
 The scenes are smooth gradients with flat-coloured shapes, so lossy codecs keep them close to the
 source (mean absolute error of a few grey levels at the default quality).
+
+Import this module (or PyAV) before decord: with decord's bundled FFmpeg loaded first, PyAV's
+libvpx-vp9 encoder fails to open (seen with decord 0.6 and PyAV 18), so .webm files cannot be made.
 """
 
 from __future__ import annotations

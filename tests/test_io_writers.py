@@ -15,11 +15,11 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic_media import moving_shapes
+from synthetic_media import cut_file, make_video, moving_shapes
 
 from seggpt_video.errors import UserError
 from seggpt_video.io.masks import DAVIS_PALETTE, read_mask
-from seggpt_video.io.video import VideoInfo
+from seggpt_video.io.video import VideoInfo, VideoWarning, open_video
 from seggpt_video.io.writers import (
     MattePNGWriter,
     MatteVideoWriter,
@@ -445,3 +445,26 @@ def test_make_writers_refuses_bad_requests(tmp_path, scene):
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(UserError, match="taken: exists and is not a folder"):
         make_writers(["davis"], tmp_path / "taken", info, [1])
+
+
+def test_streaming_to_stdout_keeps_messages_off_stdout(tmp_path):
+    """A damaged video read with warnings, masks streamed as Y4M: stdout holds only the stream."""
+    frames, _ = moving_shapes(num_frames=12, height=48, width=64, num_objects=2, seed=8)
+    video = cut_file(make_video(tmp_path / "clip.mkv", frames), 0.6)
+    script = (
+        "import numpy as np\n"
+        "from seggpt_video.io import make_writers, open_video\n"
+        f"with open_video({str(video)!r}) as video:\n"
+        "    [writer] = make_writers(['y4m'], '-', video.info, [1])\n"
+        "    for index, frame in video.iter_frames():\n"
+        "        writer.write(index, frame, (frame[..., 0] > 128).astype(np.uint8))\n"
+        "    writer.close()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)
+    assert b"truncated" in run.stderr  # the warning went to stderr
+    decoded, _ = ffmpeg_read_y4m(run.stdout, tmp_path)
+    with pytest.warns(VideoWarning):
+        source = open_video(video)
+    expected = [(frame[..., 0] > 128).astype(np.uint8) * 255 for _, frame in source.iter_frames()]
+    assert 0 < len(expected) < 12
+    assert np.array_equal(decoded, np.stack(expected))

@@ -68,7 +68,7 @@ class VideoInfo:
     @property
     def name(self) -> str:
         """The sequence name: the file name without extension, or the folder name."""
-        return self.path.name if self.path.is_dir() else self.path.stem
+        return self.path.name if self.backend == "folder" else self.path.stem
 
 
 class VideoSource:
@@ -115,6 +115,8 @@ def open_video(
 
     backend: "auto" (decord when it reads the file correctly, else PyAV), "decord" or "pyav";
     ignored for a folder. fps: frame rate of a folder of frames (files carry their own).
+    Decodes the file once to count its frames. A truncated file gives the frames that decode and
+    a VideoWarning; a file with none, or that is not a video, raises UserError naming it.
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown video backend {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -142,7 +144,6 @@ class _Probe:
     """The truth about a video file, learnt by decoding it once."""
 
     pts: tuple[int | None, ...]  # per decodable frame, in stream time_base
-    time_base: Fraction
     timestamps: tuple[float, ...]
     fps: float
     width: int  # displayed (after rotation)
@@ -233,7 +234,7 @@ def _probe(path: Path) -> _Probe:
         )
 
     height, width = first_frame.shape[:2]
-    return _Probe(tuple(pts), time_base, timestamps, fps, width, height, rotation, first_frame)
+    return _Probe(tuple(pts), timestamps, fps, width, height, rotation, first_frame)
 
 
 def _upright_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
