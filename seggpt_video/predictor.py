@@ -6,6 +6,8 @@ normalisation, stacking prompt over query, device and precision.
 
 from __future__ import annotations
 
+import ctypes
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL = "seggpt-tiny"
 SEG_TYPES = {"semantic": 0, "instance": 1}
+# Prompts whose target streams are kept (per-object passes each have their own prompt set).
+TARGET_CACHE_PROMPTS = 16
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -45,6 +49,42 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in names:
         raise UserError(f"--dtype {dtype}: expected auto, fp32, fp16 or bf16")
     return names[dtype]
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads share one core's matmul units)."""
+    cpus = (
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            cores.add((package, (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(len(cores), 1)
+
+
+def tune_cpu_runtime(threads: int | None = None) -> int:
+    """Set torch's CPU threads (default: physical cores, or OMP_NUM_THREADS) and keep freed memory.
+
+    glibc hands every block above 32 MB back to the OS on free, so each ViT-L block page-faults
+    its attention bias and activations in afresh (measured in docs/speed.md); keeping freed
+    blocks in the heap avoids that. Returns the thread count.
+    """
+    if threads is None:
+        threads = int(os.environ.get("OMP_NUM_THREADS") or physical_cores())
+    torch.set_num_threads(threads)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return threads
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    return threads
 
 
 def to_tensor_images(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
@@ -73,7 +113,11 @@ class PromptTensors:
 
 
 class SegGPTPredictor:
-    """Runs SegGPT on uint8 images; owns the model, its device and its precision."""
+    """Runs SegGPT on uint8 images; owns the model, its device and its precision.
+
+    compile: None, or a torch.compile mode applied to every block ("default"; "reduce-overhead"
+    adds CUDA graphs on a GPU; "max-autotune").
+    """
 
     def __init__(
         self,
@@ -82,6 +126,7 @@ class SegGPTPredictor:
         dtype: torch.dtype = torch.float32,
         seg_type: str = "instance",
         name: str | None = None,
+        compile: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
@@ -90,6 +135,13 @@ class SegGPTPredictor:
         self.name = name or model.config.name
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
+        # Most queries per forward known to fit in memory (None: no out-of-memory seen yet).
+        self.max_queries: int | None = None
+        # Target streams of recent prompt sets, newest first: (prompt masks, target stream).
+        self._targets: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if compile is not None:
+            for block in self.model.blocks:
+                block.compile(mode=compile, dynamic=False)
 
     @property
     def size(self) -> int:
@@ -97,6 +149,13 @@ class SegGPTPredictor:
         return self.model.config.prompt_size
 
     # -- preprocessing ------------------------------------------------------------------------
+    def _to_device(self, images: np.ndarray | list[np.ndarray] | torch.Tensor) -> torch.Tensor:
+        """uint8 pixels onto the device; pinned first on CUDA so the copy is asynchronous."""
+        pixels = images if isinstance(images, torch.Tensor) else to_tensor_images(images)
+        if self.device.type == "cuda" and pixels.device.type == "cpu":
+            pixels = pixels.pin_memory()
+        return pixels.to(self.device, non_blocking=True)
+
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         return ((pixels - self._mean) / self._std).to(self.dtype)
 
@@ -106,8 +165,7 @@ class SegGPTPredictor:
         Resized as the release does with PIL's default filter (antialiased bicubic): width
         first, then height, each pass rounded to uint8 levels, which matches PIL to one level.
         """
-        pixels = images if isinstance(images, torch.Tensor) else to_tensor_images(images)
-        pixels = pixels.to(self.device, non_blocking=True).float()
+        pixels = self._to_device(images).float()
         height, width = pixels.shape[-2:]
         for size in ((height, self.size), (self.size, self.size)):
             if pixels.shape[-2:] != size:
@@ -117,8 +175,7 @@ class SegGPTPredictor:
 
     def prepare_masks(self, masks: np.ndarray | list[np.ndarray] | torch.Tensor) -> torch.Tensor:
         """Painted masks -> model input: (N, H, W, 3) uint8 -> (N, 3, S, S), nearest resize."""
-        pixels = masks if isinstance(masks, torch.Tensor) else to_tensor_images(masks)
-        pixels = pixels.to(self.device, non_blocking=True).float()
+        pixels = self._to_device(masks).float()
         if pixels.shape[-2:] != (self.size, self.size):
             pixels = F.interpolate(pixels, size=(self.size, self.size), mode="nearest-exact")
         return self._normalise(pixels)
@@ -135,8 +192,52 @@ class SegGPTPredictor:
         """Paint every query's mask using all prompts (feature ensemble when more than one).
 
         prompts: P prompts, (P, 3, S, S) each; queries: (Q, 3, S, S) from :meth:`prepare_images`.
-        Returns (Q, 3, S, S) float RGB in [0, 255].
+        Returns (Q, 3, S, S) float RGB in [0, 255]. On out-of-memory the queries are split in
+        halves until they fit, and the size that fits is kept for later calls.
         """
+        painted, start = [], 0
+        while start < queries.shape[0]:
+            count = min(self.max_queries or queries.shape[0], queries.shape[0] - start)
+            try:
+                painted.append(self._paint(prompts, queries[start : start + count]))
+            except torch.OutOfMemoryError:
+                if count == 1:
+                    raise
+                self.max_queries = count // 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            start += count
+        return torch.cat(painted)
+
+    def prompt_targets(self, prompts: PromptTensors) -> torch.Tensor:
+        """The target stream of a prompt set up to the merge, (P, rows, cols, C), cached.
+
+        It depends only on the prompts' masks, not on the query: it serves every query of a
+        batch, and every later frame while the masks are unchanged (e.g. without memory).
+        """
+        for index, (masks, targets) in enumerate(self._targets):
+            if masks.shape == prompts.masks.shape and torch.equal(masks, prompts.masks):
+                self._targets.insert(0, self._targets.pop(index))
+                return targets
+        # The query half of the target is replaced by mask tokens; the release fills it with the
+        # prompt's mask, which we copy so the raw inputs are identical.
+        tgts = torch.cat([prompts.masks, prompts.masks], dim=2)
+        seg_type = torch.full((len(prompts),), self.seg_type, device=self.device)
+        targets = self.model.encode_targets(tgts, self._masked_query(), seg_type, len(prompts))
+        self._targets.insert(0, (prompts.masks, targets))
+        while sum(len(masks) for masks, _ in self._targets) > TARGET_CACHE_PROMPTS:
+            self._targets.pop()
+        return targets
+
+    def _masked_query(self) -> torch.Tensor:
+        """bool_masked_pos: the query half of the target is masked, (1, L)."""
+        rows, cols = self.model.config.grid
+        masked = torch.zeros(1, rows * cols, dtype=torch.bool, device=self.device)
+        masked[:, rows * cols // 2 :] = True
+        return masked
+
+    def _paint(self, prompts: PromptTensors, queries: torch.Tensor) -> torch.Tensor:
         num_prompts, num_queries = len(prompts), queries.shape[0]
         imgs = torch.cat(
             [
@@ -145,21 +246,18 @@ class SegGPTPredictor:
             ],
             dim=3,
         ).flatten(0, 1)
-        # The query half of the target is replaced by mask tokens; the release fills it with the
-        # prompt's mask, which we copy so the raw inputs are identical.
-        tgts = torch.cat([prompts.masks, prompts.masks], dim=2)
-        tgts = tgts.unsqueeze(0).expand(num_queries, -1, -1, -1, -1).flatten(0, 1)
-        rows, cols = self.model.config.grid
-        bool_masked_pos = torch.zeros(1, rows * cols, dtype=torch.bool, device=self.device)
-        bool_masked_pos[:, rows * cols // 2 :] = True
         seg_type = torch.full((imgs.shape[0],), self.seg_type, device=self.device)
         features = self.model.forward_features(
-            imgs, tgts, bool_masked_pos, seg_type, prompts_per_query=num_prompts
+            imgs,
+            None,
+            self._masked_query(),
+            seg_type,
+            prompts_per_query=num_prompts,
+            targets=self.prompt_targets(prompts),
         )
         # Every prompt of a query carries the same ensembled query half: decode the first's.
         features = [f.unflatten(0, (num_queries, num_prompts))[:, 0] for f in features]
-        output = self.model.forward_decoder(features)
-        query_half = output[:, :, output.shape[2] // 2 :].float()
+        query_half = self.model.forward_query_decoder(features).float()
         return (query_half * self._std + self._mean).clamp_(0, 255)
 
     def predict(
@@ -187,6 +285,8 @@ def load_predictor(
     """A predictor from a checkpoint file or folder, or a model name (default: the packaged one)."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    if torch_device.type == "cpu":
+        tune_cpu_runtime()
     source = checkpoint if checkpoint is not None else (model or DEFAULT_MODEL)
     network = load_model(source)
     name = str(checkpoint) if checkpoint is not None else (model or DEFAULT_MODEL)

@@ -49,10 +49,12 @@ class Attention(nn.Module):
         q_grid = q.reshape(batch, self.num_heads, rows, cols, self.head_dim)
         table_h = relative_position_table(self.rel_pos_h, rows).to(q.dtype)
         table_w = relative_position_table(self.rel_pos_w, cols).to(q.dtype)
-        bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, table_h)
-        bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w)
+        # Contiguous first: the broadcast add lays its (L, L) output out like its inputs, and the
+        # einsum's permuted layout would make the final reshape copy the whole bias again.
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, table_h).contiguous()
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w).contiguous()
         bias = bias_h[..., :, None] + bias_w[..., None, :]
-        return bias.reshape(batch, self.num_heads, rows * cols, rows * cols)
+        return bias.view(batch, self.num_heads, rows * cols, rows * cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, rows, cols, C) -> (B, rows, cols, C)."""
@@ -233,51 +235,83 @@ class SegGPT(nn.Module):
         y = y + self.segment_token_y + self.position_embedding()
         return y + self.type_embedding(seg_type)
 
-    def forward_features(
+    def encode_targets(
         self,
-        imgs: torch.Tensor,
         tgts: torch.Tensor,
         bool_masked_pos: torch.Tensor,
         seg_type: torch.Tensor,
         prompts_per_query: int = 1,
+    ) -> torch.Tensor:
+        """The target stream up to the merge (before averaging): (N, rows, cols, C).
+
+        Before the merge the target stream never sees the images, so with the query half masked
+        it depends only on the prompts' masks: callers can compute it once per prompt set.
+        """
+        y = self.embed_targets(tgts, bool_masked_pos, seg_type)
+        groups = y.shape[0] // prompts_per_query
+        for block in self.blocks[: self.config.merge_index + 1]:
+            y = block(y, groups=groups, prompts=prompts_per_query)
+        return y
+
+    def forward_features(
+        self,
+        imgs: torch.Tensor,
+        tgts: torch.Tensor | None,
+        bool_masked_pos: torch.Tensor,
+        seg_type: torch.Tensor,
+        prompts_per_query: int = 1,
+        targets: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Normalised features at ``config.feature_depths``: each (N, rows, cols, C).
 
         The batch holds ``N / prompts_per_query`` queries, each with ``prompts_per_query`` prompts
         (query-major); with more than one prompt the query halves are ensembled per query.
+        ``targets``, from :meth:`encode_targets` for one query's prompts (P, rows, cols, C),
+        serves every query in place of ``tgts``.
         """
         batch = imgs.shape[0]
         if batch % prompts_per_query:
             raise ValueError(f"batch {batch} is not a multiple of {prompts_per_query} prompts")
         groups = batch // prompts_per_query
-        x = torch.cat(
-            [
-                self.embed_images(imgs, seg_type),
-                self.embed_targets(tgts, bool_masked_pos, seg_type),
-            ],
-            dim=0,
-        )
+        if targets is None:
+            targets = self.encode_targets(tgts, bool_masked_pos, seg_type, prompts_per_query)
+        elif targets.shape[0] != prompts_per_query:
+            raise ValueError(f"targets for {targets.shape[0]} prompts, not {prompts_per_query}")
+        # (groups or 1, prompts, ...): shared targets broadcast over the queries without a copy.
+        targets = targets.unflatten(0, (-1, prompts_per_query))
+        # The streams are separate batch items up to the merge (the release's per-stream mean).
+        x = self.embed_images(imgs, seg_type)
         features = []
         for index, block in enumerate(self.blocks):
-            merged = index > self.config.merge_index
-            # Before the merge the two streams are separate groups (the release's per-stream mean).
-            x = block(x, groups=groups if merged else 2 * groups, prompts=prompts_per_query)
+            x = block(x, groups=groups, prompts=prompts_per_query)
             if index == self.config.merge_index:
-                images, targets = x.chunk(2, dim=0)
-                x = (images + targets) * 0.5
+                x = ((x.unflatten(0, (groups, prompts_per_query)) + targets) * 0.5).flatten(0, 1)
             if index in self.config.feature_depths:
                 features.append(self.norm(x))
         return features
 
     # -- decoder ------------------------------------------------------------------------------
     def forward_decoder(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Paint the full stacked target: features -> (N, 3, H, W), normalised space."""
+        """Paint the patch rows given: features (N, rows, cols, C) -> (N, 3, rows*p, cols*p).
+
+        With all rows this paints the full stacked target in normalised space.
+        """
         x = self.decoder_embed(torch.cat(features, dim=-1))
         batch, rows, cols, _ = x.shape
         p, decoder_dim = self.config.patch_size, self.config.decoder_embed_dim
         x = x.reshape(batch, rows, cols, p, p, decoder_dim)
         x = x.permute(0, 5, 1, 3, 2, 4).reshape(batch, decoder_dim, rows * p, cols * p)
         return self.decoder_pred(x)
+
+    def forward_query_decoder(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Paint only the query half: features -> (N, 3, H/2, W), equal to that half of the full.
+
+        The 3x3 convolution reads one pixel row above the query half, so the last prompt patch
+        row is decoded too and dropped; the crop's own top padding only touches that row.
+        """
+        seam = features[0].shape[1] // 2 - 1
+        painted = self.forward_decoder([f[:, seam:] for f in features])
+        return painted[:, :, self.config.patch_size :]
 
     def forward(
         self,
