@@ -53,6 +53,10 @@ class Attention(nn.Module):
         # einsum's permuted layout would make the final reshape copy the whole bias again.
         bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, table_h).contiguous()
         bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w).contiguous()
+        if q.device.type == "cpu":
+            # The CPU's broadcast add is 4x slower in bf16 than in fp32, and its fused attention
+            # takes an fp32 bias for bf16 queries (measured in docs/speed.md).
+            bias_h, bias_w = bias_h.float(), bias_w.float()
         bias = bias_h[..., :, None] + bias_w[..., None, :]
         return bias.view(batch, self.num_heads, rows * cols, rows * cols)
 
@@ -66,7 +70,7 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
             logits = (q * self.scale) @ k.transpose(-2, -1) + bias
-            out = logits.softmax(dim=-1) @ v
+            out = logits.softmax(dim=-1).to(v.dtype) @ v
         out = out.transpose(1, 2).reshape(batch, rows, cols, channels)
         return self.proj(out)
 

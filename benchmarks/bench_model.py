@@ -1,0 +1,266 @@
+"""Model throughput: frames per second, peak memory, FLOPs and roofline, against transformers.
+
+    python benchmarks/bench_model.py                      # ViT-L, fp32 and bf16, vs transformers
+    python benchmarks/bench_model.py --preset seggpt-tiny --batch 1 4 --prompts 1 3 --no-reference
+
+Random weights (speed does not depend on them). Every case runs in interleaved rounds (one warm-up
+round, then --repeats timed ones) so ours and the reference see the same machine load; the
+machine's fp32/bf16 matmul peak (large GEMMs) is measured in the same run, before and after.
+"Ours" is the product path, SegGPTPredictor.paint, with its per-call target-stream cache cleared
+(as when the prompt set changes every frame); "ours, prompts reused" keeps it (e.g. --memory 0).
+The reference is transformers' SegGptForImageSegmentation holding the same weights, same inputs.
+Prints a table and writes benchmarks/results/bench_model[_<preset>].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from _common import PeakMemory, machine, matmul_peak, print_table, timed, write_json  # noqa: E402
+
+from seggpt_video.model import PRESETS, SegGPT  # noqa: E402
+from seggpt_video.predictor import PromptTensors, SegGPTPredictor, tune_cpu_runtime  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Case:
+    """One configuration to time: a callable painting ``frames`` query frames."""
+
+    name: str
+    dtype: str
+    batch: int
+    prompts: int
+    run: object
+    flops: float
+    seconds: list[float] = field(default_factory=list)
+    peak_bytes: int = 0
+
+
+def inputs(size: int, batch: int, prompts: int, device: torch.device, dtype: torch.dtype):
+    """Random normalised prompt images, prompt masks and queries (content does not affect speed)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(prompts, 3, size, size, generator=generator)
+    masks = torch.randn(prompts, 3, size, size, generator=generator)
+    queries = torch.randn(batch, 3, size, size, generator=generator)
+    prompt = PromptTensors(images.to(device, dtype), masks.to(device, dtype))
+    return prompt, queries.to(device, dtype)
+
+
+def count_flops(fn) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def our_flops(config, batch: int, prompts: int) -> float:
+    """FLOPs of one SegGPTPredictor._paint call, counted on the meta device (no compute)."""
+    with torch.device("meta"):
+        predictor = SegGPTPredictor(SegGPT(config), device="meta")
+    prompt, queries = inputs(
+        config.prompt_size, batch, prompts, torch.device("meta"), torch.float32
+    )
+    return count_flops(lambda: predictor._paint(prompt, queries))
+
+
+def plain_flops(config, batch: int) -> float:
+    """FLOPs of the release's full forward (both streams, full decoder), one prompt per query."""
+    with torch.device("meta"):
+        model = SegGPT(config)
+        imgs = torch.empty(batch, 3, *config.image_size)
+        masked = torch.zeros(1, config.num_patches, dtype=torch.bool)
+        return count_flops(lambda: model(imgs, imgs, masked, torch.ones(batch)))
+
+
+def our_case(model, device, dtype_name, batch, prompts, flops, reuse: bool) -> Case:
+    dtype = DTYPES[dtype_name]
+    predictor = SegGPTPredictor(copy.deepcopy(model), device, dtype)
+    prompt, queries = inputs(model.config.prompt_size, batch, prompts, device, dtype)
+
+    def run():
+        if not reuse:
+            predictor._targets.clear()
+        return predictor.paint(prompt, queries)
+
+    name = "ours, prompts reused" if reuse else "ours"
+    return Case(name, dtype_name, batch, prompts, run, flops)
+
+
+def reference_case(model, device, dtype_name, flops) -> Case:
+    from oracle import oracle_from
+
+    dtype = DTYPES[dtype_name]
+    oracle = oracle_from(copy.deepcopy(model).float()).to(device, dtype)
+    prompt, queries = inputs(model.config.prompt_size, 1, 1, device, dtype)
+    masked = torch.zeros(1, model.config.num_patches, dtype=torch.bool, device=device)
+    masked[:, model.config.num_patches // 2 :] = True
+
+    @torch.inference_mode()
+    def run():
+        out = oracle(
+            pixel_values=queries,
+            prompt_pixel_values=prompt.images,
+            prompt_masks=prompt.masks,
+            bool_masked_pos=masked,
+            embedding_type="instance",
+        ).pred_masks
+        return out[:, :, out.shape[2] // 2 :]
+
+    return Case("transformers", dtype_name, 1, 1, run, flops)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="seggpt-vit-large", choices=sorted(PRESETS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    parser.add_argument("--batch", nargs="+", type=int, default=[1])
+    parser.add_argument("--prompts", nargs="+", type=int, default=[1])
+    parser.add_argument("--reuse", action="store_true", help="also time a reused prompt set")
+    parser.add_argument("--no-reference", action="store_true", help="skip transformers")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        tune_cpu_runtime(args.threads)
+    config = PRESETS[args.preset]
+    torch.manual_seed(0)
+    model = SegGPT(config).eval()
+    peaks_before = {name: matmul_peak(DTYPES[name], device) for name in args.dtypes}
+
+    cases = []
+    for dtype_name in args.dtypes:
+        for batch in args.batch:
+            for prompts in args.prompts:
+                flops = our_flops(config, batch, prompts)
+                cases.append(our_case(model, device, dtype_name, batch, prompts, flops, False))
+                if args.reuse:
+                    cases.append(our_case(model, device, dtype_name, batch, prompts, flops, True))
+        if not args.no_reference:
+            cases.append(reference_case(model, device, dtype_name, plain_flops(config, 1)))
+
+    outputs = {}
+    for round_index in range(1 + args.repeats):
+        for case in cases:
+            if round_index == args.repeats:  # the last round also records memory
+                with PeakMemory(device) as memory:
+                    seconds = timed(lambda c=case: outputs.__setitem__(id(c), c.run()), device)
+                case.peak_bytes = memory.peak_bytes
+            else:
+                seconds = timed(lambda c=case: outputs.__setitem__(id(c), c.run()), device)
+            if round_index > 0:
+                case.seconds.append(seconds)
+            print(
+                f"round {round_index}: {case.name} {case.dtype} b{case.batch} p{case.prompts}"
+                f" {seconds:.3f} s",
+                flush=True,
+            )
+    peaks_after = {name: matmul_peak(DTYPES[name], device) for name in args.dtypes}
+    peaks = {name: max(peaks_before[name], peaks_after[name]) for name in args.dtypes}
+
+    rows = []
+    for case in cases:
+        seconds = statistics.median(case.seconds)
+        gflops = case.flops / seconds / 1e9
+        rows.append(
+            {
+                "path": case.name,
+                "dtype": case.dtype,
+                "batch": case.batch,
+                "prompts": case.prompts,
+                "seconds_per_call": round(seconds, 4),
+                "seconds_all": [round(s, 4) for s in case.seconds],
+                "frames_per_second": round(case.batch / seconds, 4),
+                "gflop_per_frame": round(case.flops / case.batch / 1e9, 2),
+                "achieved_gflops": round(gflops, 1),
+                "fraction_of_matmul_peak": round(gflops / peaks[case.dtype], 3),
+                "peak_memory_mb": round(case.peak_bytes / 2**20, 1),
+            }
+        )
+    comparisons = compare(cases, rows, outputs)
+    print_table(
+        f"{args.preset} on {device} (median of {args.repeats}; matmul peak GFLOP/s "
+        + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+        + ")",
+        rows,
+        [
+            "path",
+            "dtype",
+            "batch",
+            "prompts",
+            "frames_per_second",
+            "seconds_per_call",
+            "gflop_per_frame",
+            "achieved_gflops",
+            "fraction_of_matmul_peak",
+            "peak_memory_mb",
+        ],
+    )
+    for line in comparisons["lines"]:
+        print(line)
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "preset": args.preset,
+        "device": str(device),
+        "machine": machine(),
+        "matmul_peak_gflops": {"before": peaks_before, "after": peaks_after, "used": peaks},
+        "rows": rows,
+        "comparisons": comparisons["values"],
+    }
+    default = f"bench_model_{args.preset}" if args.preset != "seggpt-vit-large" else "bench_model"
+    print("wrote", write_json(default, result, args.json))
+
+
+def compare(cases: list[Case], rows: list[dict], outputs: dict) -> dict:
+    """Speed ratios to transformers and output differences, batch 1 and one prompt."""
+    lines, values = [], {}
+    single = {
+        (c.name, c.dtype): (c, r)
+        for c, r in zip(cases, rows, strict=True)
+        if c.batch == 1 and c.prompts == 1
+    }
+    for (name, dtype), (case, row) in single.items():
+        if name != "ours":
+            continue
+        for ref_dtype in sorted({"fp32", dtype}):
+            ref = single.get(("transformers", ref_dtype))
+            if ref is None:
+                continue
+            ratio = row["frames_per_second"] / ref[1]["frames_per_second"]
+            key = f"ours_{dtype}_over_transformers_{ref_dtype}"
+            values[key] = round(ratio, 2)
+            lines.append(f"ours {dtype} / transformers {ref_dtype}: {ratio:.2f}x frames per second")
+        reference = single.get(("transformers", "fp32")) or single.get(("ours", "fp32"))
+        if reference is not None and reference[0] is not case:
+            diff = (outputs[id(case)].float() - denormalised(outputs[id(reference[0])])).abs().max()
+            key = f"max_abs_diff_ours_{dtype}_vs_{reference[0].name}_fp32_pixels"
+            values[key] = round(diff.item(), 5)
+            lines.append(f"ours {dtype} vs {reference[0].name} fp32: max |diff| {diff:.3g} (0-255)")
+    return {"lines": lines, "values": values}
+
+
+def denormalised(output: torch.Tensor) -> torch.Tensor:
+    """transformers returns normalised space; ours 0-255 pixels already (then unchanged)."""
+    if output.min() >= 0 and output.max() > 1.5:
+        return output.float()
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1) * 255
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1) * 255
+    return (output.float().cpu() * std + mean).clamp(0, 255)
+
+
+if __name__ == "__main__":
+    main()
