@@ -7,6 +7,7 @@ import torch
 from test_model import random_model, release_inputs
 
 from seggpt_video.model import PRESETS
+from seggpt_video.model.seggpt import run_blocks, split_shared
 from seggpt_video.predictor import PromptTensors, SegGPTPredictor, physical_cores, tune_cpu_runtime
 
 SMALL = PRESETS["test-small"]
@@ -145,3 +146,28 @@ def test_cpu_threads_follow_physical_cores():
         assert tune_cpu_runtime() == physical_cores() >= 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_shared_query_halves_equal_the_plain_blocks():
+    model = random_model(SMALL)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(6, *SMALL.grid, SMALL.embed_dim, generator=generator)
+    half = SMALL.grid[0] // 2
+    x[:, half:] = x[::3, half:].repeat_interleave(3, dim=0)  # two queries, three prompts each
+    assert split_shared(x, 3)[1].shape[0] == 2
+    with torch.no_grad():
+        shared = run_blocks(model.blocks, x, prompts=3)
+        plain = x
+        for block in model.blocks:
+            plain = block(plain, prompts=3)
+    assert (shared - plain).abs().max().item() < 1e-5
+    # The ensemble mattered: without it the result is different.
+    with torch.no_grad():
+        alone = x
+        for block in model.blocks:
+            alone = block(alone)
+    assert (alone - plain).abs().max().item() > 1e-3
+    # Query halves that differ within a query cannot be shared.
+    x[1, half:] += 1
+    assert split_shared(x, 3) is None
+    assert split_shared(x, 1) is None

@@ -5,6 +5,7 @@ Tensors in, tensors out; parameter names follow the authors' release so its chec
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -13,7 +14,6 @@ from torch import nn
 
 from seggpt_video.model.config import SegGPTConfig
 
-Ensemble = Literal["none", "per_stream", "all"]
 AttentionImpl = Literal["sdpa", "math"]
 
 
@@ -62,8 +62,15 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, rows, cols, C) -> (B, rows, cols, C)."""
-        batch, rows, cols, channels = x.shape
-        qkv = self.qkv(x).reshape(batch, rows * cols, 3, self.num_heads, self.head_dim)
+        return self.proj(self.attend(self.qkv(x)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention from projected queries, keys, values (B, rows, cols, 3C): (B, rows, cols, C).
+
+        Heads merged, before the output projection.
+        """
+        batch, rows, cols, _ = qkv.shape
+        qkv = qkv.reshape(batch, rows * cols, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, head_dim)
         bias = self.position_bias(q, rows, cols)
         if self.impl == "sdpa":
@@ -71,8 +78,7 @@ class Attention(nn.Module):
         else:
             logits = (q * self.scale) @ k.transpose(-2, -1) + bias
             out = logits.softmax(dim=-1).to(v.dtype) @ v
-        out = out.transpose(1, 2).reshape(batch, rows, cols, channels)
-        return self.proj(out)
+        return out.transpose(1, 2).reshape(batch, rows, cols, -1)
 
 
 class Mlp(nn.Module):
@@ -87,17 +93,16 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def ensemble_query_half(x: torch.Tensor, groups: int, prompts: int) -> torch.Tensor:
+def ensemble_query_half(x: torch.Tensor, prompts: int) -> torch.Tensor:
     """Replace the query half (bottom rows) of every item by its mean over the prompts.
 
-    x: (groups * prompts, rows, cols, C), items ordered group-major. Prompts of one group share
-    a query; the mean is taken within each group.
+    x: (queries * prompts, rows, cols, C), query-major: prompts of one query are consecutive.
     """
     if prompts == 1:
         return x
     prompt_half, query_half = x.split(x.shape[1] // 2, dim=1)
     shape = query_half.shape
-    query_half = query_half.reshape(groups, prompts, *shape[1:])
+    query_half = query_half.reshape(-1, prompts, *shape[1:])
     query_half = query_half.mean(dim=1, keepdim=True).expand_as(query_half).reshape(shape)
     return torch.cat([prompt_half, query_half], dim=1)
 
@@ -112,11 +117,59 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
         self.mlp = Mlp(config)
 
-    def forward(self, x: torch.Tensor, groups: int = 1, prompts: int = 1) -> torch.Tensor:
-        """x: (groups * prompts, rows, cols, C); prompts > 1 turns on feature ensemble."""
-        attended = ensemble_query_half(self.attn(self.norm1(x)), groups, prompts)
-        x = x + attended
+    def forward(self, x: torch.Tensor, prompts: int = 1) -> torch.Tensor:
+        """x: (queries * prompts, rows, cols, C); prompts > 1 turns on feature ensemble."""
+        x = x + ensemble_query_half(self.attn(self.norm1(x)), prompts)
         return x + self.mlp(self.norm2(x))
+
+    def forward_shared(
+        self, prompt_half: torch.Tensor, query_half: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with feature ensemble for items that share their query half.
+
+        prompt_half: (Q * P, rows/2, cols, C), P prompts per query, query-major; query_half:
+        (Q, rows/2, cols, C), once per query (see :func:`split_shared`). Each item still attends
+        over its own prompt and the query, but the query half's attention output is averaged over
+        the P prompts, so it stays shared: its qkv, projection and MLP run once per query.
+        """
+        prompts = prompt_half.shape[0] // query_half.shape[0]
+        qkv_query = self.attn.qkv(self.norm1(query_half)).repeat_interleave(prompts, dim=0)
+        qkv = torch.cat([self.attn.qkv(self.norm1(prompt_half)), qkv_query], dim=1)
+        attended_prompt, attended_query = self.attn.attend(qkv).split(prompt_half.shape[1], dim=1)
+        # The projection is affine: the mean of the projections is the projection of the mean.
+        attended_query = attended_query.unflatten(0, (-1, prompts)).mean(dim=1)
+        prompt_half = prompt_half + self.attn.proj(attended_prompt)
+        query_half = query_half + self.attn.proj(attended_query)
+        prompt_half = prompt_half + self.mlp(self.norm2(prompt_half))
+        return prompt_half, query_half + self.mlp(self.norm2(query_half))
+
+
+def split_shared(x: torch.Tensor, prompts: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Items (Q * P, rows, cols, C) -> prompt halves (Q * P, ...) and query halves (Q, ...).
+
+    None unless P > 1 and the P items of each query hold the same query half (the same query
+    image, the same mask tokens: the usual case), which can then be computed once.
+    """
+    if prompts == 1:
+        return None
+    prompt_half, query_half = x.split(x.shape[1] // 2, dim=1)
+    shared = query_half[::prompts]
+    if not torch.equal(query_half, shared.repeat_interleave(prompts, dim=0)):
+        return None
+    return prompt_half, shared
+
+
+def run_blocks(blocks: Iterable[Block], x: torch.Tensor, prompts: int) -> torch.Tensor:
+    """x (Q * P, rows, cols, C) through ``blocks``, query halves shared when they can be."""
+    shared = split_shared(x, prompts)
+    if shared is None:
+        for block in blocks:
+            x = block(x, prompts)
+        return x
+    for block in blocks:
+        shared = block.forward_shared(*shared)
+    prompt_half, query_half = shared
+    return torch.cat([prompt_half, query_half.repeat_interleave(prompts, dim=0)], dim=1)
 
 
 class LayerNorm2d(nn.Module):
@@ -252,10 +305,7 @@ class SegGPT(nn.Module):
         it depends only on the prompts' masks: callers can compute it once per prompt set.
         """
         y = self.embed_targets(tgts, bool_masked_pos, seg_type)
-        groups = y.shape[0] // prompts_per_query
-        for block in self.blocks[: self.config.merge_index + 1]:
-            y = block(y, groups=groups, prompts=prompts_per_query)
-        return y
+        return run_blocks(self.blocks[: self.config.merge_index + 1], y, prompts_per_query)
 
     def forward_features(
         self,
@@ -269,28 +319,28 @@ class SegGPT(nn.Module):
         """Normalised features at ``config.feature_depths``: each (N, rows, cols, C).
 
         The batch holds ``N / prompts_per_query`` queries, each with ``prompts_per_query`` prompts
-        (query-major); with more than one prompt the query halves are ensembled per query.
-        ``targets``, from :meth:`encode_targets` for one query's prompts (P, rows, cols, C),
-        serves every query in place of ``tgts``.
+        (query-major) sharing its query image; with more than one prompt the query halves are
+        ensembled per query. ``targets``, from :meth:`encode_targets` for one query's prompts
+        (P, rows, cols, C), serves every query in place of ``tgts``.
         """
-        batch = imgs.shape[0]
-        if batch % prompts_per_query:
-            raise ValueError(f"batch {batch} is not a multiple of {prompts_per_query} prompts")
-        groups = batch // prompts_per_query
+        batch, prompts = imgs.shape[0], prompts_per_query
+        if batch % prompts:
+            raise ValueError(f"batch {batch} is not a multiple of {prompts} prompts")
         if targets is None:
-            targets = self.encode_targets(tgts, bool_masked_pos, seg_type, prompts_per_query)
-        elif targets.shape[0] != prompts_per_query:
-            raise ValueError(f"targets for {targets.shape[0]} prompts, not {prompts_per_query}")
-        # (groups or 1, prompts, ...): shared targets broadcast over the queries without a copy.
-        targets = targets.unflatten(0, (-1, prompts_per_query))
+            targets = self.encode_targets(tgts, bool_masked_pos, seg_type, prompts)
+        elif targets.shape[0] != prompts:
+            raise ValueError(f"targets for {targets.shape[0]} prompts, not {prompts}")
+        # (queries or 1, prompts, ...): shared targets broadcast over the queries without a copy.
+        targets = targets.unflatten(0, (-1, prompts))
         # The streams are separate batch items up to the merge (the release's per-stream mean).
         x = self.embed_images(imgs, seg_type)
-        features = []
-        for index, block in enumerate(self.blocks):
-            x = block(x, groups=groups, prompts=prompts_per_query)
-            if index == self.config.merge_index:
-                x = ((x.unflatten(0, (groups, prompts_per_query)) + targets) * 0.5).flatten(0, 1)
-            if index in self.config.feature_depths:
+        features, start = [], 0
+        for end in sorted({self.config.merge_index, *self.config.feature_depths}):
+            x = run_blocks(self.blocks[start : end + 1], x, prompts)
+            start = end + 1
+            if end == self.config.merge_index:
+                x = ((x.unflatten(0, (-1, prompts)) + targets) * 0.5).flatten(0, 1)
+            if end in self.config.feature_depths:
                 features.append(self.norm(x))
         return features
 
