@@ -142,6 +142,9 @@ class SegGPTPredictor:
         if compile is not None:
             for block in self.model.blocks:
                 block.compile(mode=compile, dynamic=False)
+                block.forward_shared = torch.compile(
+                    block.forward_shared, mode=compile, dynamic=False
+                )
 
     @property
     def size(self) -> int:
