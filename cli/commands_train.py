@@ -1,0 +1,217 @@
+"""`train`, `tune` and `demo`: in-context coloring, in-context tuning, and a synthetic try-out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from seggpt_video.cli.app import app
+from seggpt_video.errors import UserError
+
+
+@app.command()
+def train(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Run folder (checkpoint, log, weights).")
+    ],
+    preset: Annotated[
+        str, typer.Option(help="Model preset to train from scratch.")
+    ] = "seggpt-tiny",
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 1800,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 6e-4,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps.")] = 100,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
+    half_mask_ratio: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of pairs whose whole query mask is hidden."),
+    ] = 0.6,
+    davis: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="DAVIS-layout training folder (repeatable); pairs are frames of one sequence."
+        ),
+    ] = None,
+    davis_weight: Annotated[
+        float, typer.Option(min=0.0, help="Sampling weight of DAVIS pairs.")
+    ] = 0.3,
+    synthetic_weight: Annotated[
+        float, typer.Option(min=0.0, help="Sampling weight of synthetic pairs.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the initialisation and of every batch.")] = 0,
+    warm_start: Annotated[
+        bool, typer.Option(help="Start half the heads attending to the other half's same place.")
+    ] = True,
+    minutes: Annotated[
+        float | None,
+        typer.Option(help="Time budget: cosine decay over this much training time, then stop."),
+    ] = None,
+    bf16: Annotated[
+        bool, typer.Option(help="CPU bfloat16 autocast (faster on AVX-512 BF16).")
+    ] = True,
+    checkpoint_minutes: Annotated[
+        float, typer.Option(min=0.0, help="Save a checkpoint this often.")
+    ] = 3.0,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop (resumably) after this many minutes.")
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Also write fp16 weights here when done (e.g. the packaged model file)."),
+    ] = None,
+) -> None:
+    """Train SegGPT by in-context coloring; re-run the same command to resume."""
+    from seggpt_video.training.coloring import TrainConfig
+    from seggpt_video.training.coloring import train as run_training
+    from seggpt_video.training.tuning import export_weights
+
+    davis = davis or []
+    if preset not in _presets():
+        raise UserError(f"--preset {preset}: unknown (known: {', '.join(_presets())})")
+    for folder in davis:
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such DAVIS folder")
+    config = TrainConfig(
+        preset=preset,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        half_mask_ratio=half_mask_ratio,
+        davis=[str(p.resolve()) for p in davis],
+        davis_weight=davis_weight,
+        synthetic_weight=synthetic_weight,
+        seed=seed,
+        bf16=bf16,
+        minutes=minutes,
+        warm_start=warm_start,
+    )
+    final = run_training(
+        config, output, checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes
+    )
+    if final is None:
+        typer.echo(f"stopped after {max_minutes} minutes; re-run the same command to resume")
+        return
+    typer.echo(f"weights: {final}")
+    if export is not None:
+        export_weights(final, export)
+        typer.echo(f"exported: {export}")
+
+
+def _presets() -> list[str]:
+    from seggpt_video.model import PRESETS
+
+    return sorted(PRESETS)
+
+
+@app.command()
+def tune(
+    video: Annotated[Path, typer.Argument(help="Video file or folder of frames.")],
+    annotations: Annotated[
+        Path,
+        typer.Argument(
+            help="Mask of frame 0, or a folder of masks named by frame (00000.png, ...)."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Prompt file to write (.safetensors).")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: the packaged small model).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Weights file or folder instead of --model.")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 100,
+    lr: Annotated[float, typer.Option(help="Adam learning rate of the prompt.")] = 0.02,
+    num_prompts: Annotated[
+        int, typer.Option(min=1, help="Learnable prompts (from the first frames).")
+    ] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the augmentations.")] = 0,
+) -> None:
+    """In-context tuning: learn a prompt from a few annotated frames (the model stays frozen)."""
+    from seggpt_video.io.masks import read_mask
+    from seggpt_video.io.video import open_video
+    from seggpt_video.predictor import load_predictor
+    from seggpt_video.training.tuning import save_tuned_prompt, tune_prompt
+
+    if output.suffix != ".safetensors":
+        raise UserError(f"{output}: the prompt file must end in .safetensors")
+    with open_video(video) as source:
+        info = source.info
+        size = (info.height, info.width)
+        if annotations.is_dir():
+            masks = {
+                index: annotations / f"{name}.png"
+                for index, name in enumerate(info.frame_names)
+                if (annotations / f"{name}.png").is_file()
+            }
+            if not masks:
+                raise UserError(f"{annotations}: no mask named like a frame of {video} (00000.png)")
+        else:
+            masks = {0: annotations}
+        labels = [read_mask(path, size=size) for path in masks.values()]
+        frames = [source.get_frame(index) for index in masks]
+    predictor = load_predictor(model=model, checkpoint=checkpoint, device=device, dtype="fp32")
+    typer.echo(f"tuning on {len(frames)} annotated frame(s) of {video}")
+    prompt, losses = tune_prompt(
+        predictor, frames, labels, num_prompts=num_prompts, steps=steps, lr=lr, seed=seed
+    )
+    save_tuned_prompt(prompt, output)
+    typer.echo(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}; prompt: {output}")
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the clip and the results.")
+    ],
+    seed: Annotated[
+        int, typer.Option(help="Seed of the synthetic clip (training never uses it).")
+    ] = 20240,
+    frames: Annotated[int, typer.Option(min=3, help="Frames in the clip.")] = 40,
+    objects: Annotated[int, typer.Option(min=1, max=8, help="Moving objects.")] = 2,
+    height: Annotated[int, typer.Option(min=16, help="Frame height in pixels.")] = 96,
+    width: Annotated[int, typer.Option(min=16, help="Frame width in pixels.")] = 128,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: the packaged small model).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Weights file or folder instead of --model.")
+    ] = None,
+    prompt_file: Annotated[
+        Path | None, typer.Option(help="Tuned prompt to add (from `tune`).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Make a synthetic clip, segment it with the model and print J&F against its true masks."""
+    from rich.progress import Progress
+
+    from seggpt_video.engine import SegmenterOptions
+    from seggpt_video.predictor import load_predictor
+    from seggpt_video.training.demo import score_clip, segment_clip, write_synthetic_clip
+    from seggpt_video.training.tuning import load_tuned_prompt
+
+    clip = write_synthetic_clip(output, seed, frames, height, width, objects)
+    typer.echo(f"clip: {clip.video}  first-frame mask: {clip.first_mask}")
+    predictor = load_predictor(model=model, checkpoint=checkpoint, device=device)
+    extra = load_tuned_prompt(prompt_file, predictor) if prompt_file is not None else None
+    with Progress() as progress:
+        task = progress.add_task("segmenting", total=frames)
+        masks = segment_clip(
+            clip,
+            predictor,
+            output,
+            SegmenterOptions(extra_prompts=extra),
+            on_frame=lambda _: progress.advance(task),
+        )
+    scores = score_clip(clip, output)
+    typer.echo(f"masks: {masks}  overlay: {output / (clip.name + '_overlay.mp4')}")
+    typer.echo(
+        f"J&F-Mean {scores['J&F-Mean']:.3f}  J-Mean {scores['J-Mean']:.3f}  "
+        f"F-Mean {scores['F-Mean']:.3f}  (against the synthetic ground truth)"
+    )

@@ -1,0 +1,303 @@
+"""Training pairs for in-context coloring: two views of the same objects, coloured at random.
+
+A pair source yields a prompt and a query (images and object ids) showing the same objects:
+two frames of one synthetic clip (:class:`SyntheticPairs`) or of one DAVIS sequence
+(:class:`DavisPairs`). :func:`make_batch` paints both masks with colours drawn afresh for every
+pair (the same object or class gets the same colour in prompt and query), stacks prompt over
+query, normalises, and picks which target patches are hidden behind the mask token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from seggpt_video.errors import UserError
+from seggpt_video.objects import object_colours
+from seggpt_video.predictor import IMAGENET_MEAN, IMAGENET_STD
+from seggpt_video.training.synthetic import random_scene, render
+
+SEMANTIC, INSTANCE = 0, 1
+
+
+@dataclass
+class Pair:
+    """Prompt and query, each an image (S, S, 3) uint8 and object ids (S, S) uint8 (0 = background).
+
+    ``classes`` maps an object id to its class, used by semantic colouring (one colour per class).
+    """
+
+    prompt_image: np.ndarray
+    prompt_ids: np.ndarray
+    query_image: np.ndarray
+    query_ids: np.ndarray
+    classes: dict[int, int] = field(default_factory=dict)
+
+
+class SyntheticPairs:
+    """Pairs of frames of random synthetic clips (see :mod:`synthetic`), size x size pixels."""
+
+    name = "synthetic"
+
+    def __init__(self, size: int, max_objects: int = 4) -> None:
+        self.size = size
+        self.max_objects = max_objects
+
+    def sample(self, rng: np.random.Generator) -> Pair:
+        num_objects = int(rng.integers(1, self.max_objects + 1))
+        while True:
+            scene = random_scene(rng, num_objects, motion=float(rng.uniform(0.3, 1.3)))
+            t0, t1 = rng.uniform(0, 1, size=2)
+            gap = rng.random()
+            if gap < 0.2:  # the same moment (new sensor noise): teaches copying early on
+                t1 = t0
+            elif gap < 0.6:  # nearby frames, as the engine's memory of recent predictions
+                t1 = float(np.clip(t0 + rng.normal(0, 0.05), 0, 1))
+            prompt_image, prompt_ids = render(scene, t0, self.size, self.size, rng)
+            if prompt_ids.any():
+                break
+        query_image, query_ids = render(scene, t1, self.size, self.size, rng)
+        classes = {k + 1: obj.shape_class for k, obj in enumerate(scene.objects)}
+        return Pair(prompt_image, prompt_ids, query_image, query_ids, classes)
+
+
+class DavisPairs:
+    """Pairs of frames (at most ``max_gap`` apart) of one sequence of a DAVIS-layout folder.
+
+    Reads ``JPEGImages/<res>/<seq>/*.jpg`` and ``Annotations/<res>/<seq>/*.png`` (0/255 or palette
+    ids), all held in memory, downscaled so the short side is ``2 * size`` at most.
+    """
+
+    name = "davis"
+
+    def __init__(
+        self, root: Path | str, size: int, resolution: str | None = None, max_gap: int = 40
+    ) -> None:
+        root = Path(root)
+        self.size = size
+        self.max_gap = max_gap
+        image_root = _single_subfolder(root / "JPEGImages", resolution)
+        mask_root = root / "Annotations" / image_root.name
+        if not mask_root.is_dir():
+            raise UserError(f"{mask_root}: no annotation folder matching {image_root}")
+        self.sequences: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+        for sequence in sorted(p for p in image_root.iterdir() if p.is_dir()):
+            frames, masks = [], []
+            for image_path in sorted(sequence.glob("*.jpg")):
+                mask_path = mask_root / sequence.name / (image_path.stem + ".png")
+                if not mask_path.exists():
+                    continue
+                frame, ids = _read_downscaled(image_path, mask_path, 2 * size)
+                frames.append(frame)
+                masks.append(ids)
+            if len(frames) >= 2:
+                self.sequences.append((frames, masks))
+        if not self.sequences:
+            raise UserError(f"{root}: no sequence with two or more annotated frames")
+
+    def __len__(self) -> int:
+        return sum(len(frames) for frames, _ in self.sequences)
+
+    def sample(self, rng: np.random.Generator) -> Pair:
+        while True:
+            frames, masks = self.sequences[rng.integers(len(self.sequences))]
+            first = int(rng.integers(len(frames)))
+            low, high = max(0, first - self.max_gap), min(len(frames), first + self.max_gap + 1)
+            second = int(rng.integers(low, high))
+            if masks[first].any():
+                break
+        # One crop box for both frames: at inference both are whole frames of one camera.
+        box = _random_box(masks[first].shape, rng)
+        flip = rng.random() < 0.5
+        prompt_image, prompt_ids = _crop(frames[first], masks[first], box, self.size, flip)
+        query_image, query_ids = _crop(frames[second], masks[second], box, self.size, flip)
+        # One object per DAVIS 2016 sequence; in DAVIS 2017 each id is its own class.
+        classes = {int(i): int(i) for i in np.unique(prompt_ids) if i}
+        return Pair(prompt_image, prompt_ids, query_image, query_ids, classes)
+
+
+def _single_subfolder(folder: Path, name: str | None) -> Path:
+    """``folder/name``, or the only resolution folder inside ``folder`` when name is None."""
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not found (expected a DAVIS layout: JPEGImages/<resolution>/)")
+    if name is not None:
+        return folder / name
+    choices = sorted(p for p in folder.iterdir() if p.is_dir())
+    if len(choices) != 1:
+        names = ", ".join(p.name for p in choices) or "none"
+        raise UserError(f"{folder}: expected one resolution folder, found {names}")
+    return choices[0]
+
+
+def _read_downscaled(image_path: Path, mask_path: Path, short_side: int) -> tuple[np.ndarray, ...]:
+    """Frame (H, W, 3) uint8 and ids (H, W) uint8, the short side at most ``short_side``."""
+    try:
+        image = Image.open(image_path).convert("RGB")
+        mask = Image.open(mask_path)
+        mask.load()
+    except OSError as error:
+        raise UserError(f"{image_path}: unreadable ({error})") from None
+    ids = np.asarray(mask)
+    if ids.ndim == 3:
+        ids = ids[..., 0]
+    if mask.mode != "P":
+        ids = (ids > 127).astype(np.uint8)  # DAVIS 2016: 0/255 grayscale
+    scale = short_side / min(image.size)
+    if scale < 1:
+        size = (round(image.width * scale), round(image.height * scale))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        ids = np.asarray(Image.fromarray(ids).resize(size, Image.Resampling.NEAREST))
+    return np.asarray(image), np.ascontiguousarray(ids)
+
+
+def _random_box(shape: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A random crop box (top, left, height, width), 50-100% of each side of a (H, W) frame."""
+    height, width = shape
+    crop_h = int(height * rng.uniform(0.5, 1.0))
+    crop_w = int(width * rng.uniform(0.5, 1.0))
+    top = int(rng.integers(0, height - crop_h + 1))
+    left = int(rng.integers(0, width - crop_w + 1))
+    return top, left, crop_h, crop_w
+
+
+def _crop(
+    frame: np.ndarray, ids: np.ndarray, box: tuple[int, int, int, int], size: int, flip: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop a frame and its ids to ``box``, squash to size x size as the engine does, flip."""
+    top, left, crop_h, crop_w = box
+    image = Image.fromarray(frame[top : top + crop_h, left : left + crop_w])
+    labels = Image.fromarray(ids[top : top + crop_h, left : left + crop_w])
+    image = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC))
+    labels = np.asarray(labels.resize((size, size), Image.Resampling.NEAREST))
+    if flip:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    return image, labels
+
+
+# -- colouring ------------------------------------------------------------------------------------
+def random_colours(count: int, rng: np.random.Generator, palette_share: float = 0.3) -> np.ndarray:
+    """``count`` colours (count, 3) uint8, far from black and from each other.
+
+    Mostly uniform random RGB (the paper's random colouring); with probability ``palette_share``
+    the engine's own object colours in random order, so the colours used at inference are seen.
+    """
+    if rng.random() < palette_share:
+        return object_colours(count)[rng.permutation(count)]
+    colours: list[np.ndarray] = []
+    while len(colours) < count:
+        candidate = rng.integers(0, 256, size=3)
+        far_from_black = np.linalg.norm(candidate) > 110
+        far_from_others = all(np.linalg.norm(candidate - c) > 90 for c in colours)
+        if far_from_black and far_from_others:
+            colours.append(candidate)
+    return np.stack(colours).astype(np.uint8)
+
+
+def paint_pair(
+    pair: Pair, seg_type: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Painted prompt and query masks, (S, S, 3) uint8 each; background black.
+
+    seg_type 1 (instance): a colour per object; 0 (semantic): a colour per class.
+    """
+    present = set(np.unique(pair.prompt_ids)) | set(np.unique(pair.query_ids))
+    object_ids = sorted(int(i) for i in present - {0})
+    groups = [
+        pair.classes.get(int(i), int(i)) if seg_type == SEMANTIC else int(i) for i in object_ids
+    ]
+    distinct = sorted(set(groups))
+    colours = random_colours(len(distinct), rng) if distinct else np.zeros((0, 3), np.uint8)
+    lookup = np.zeros((256, 3), dtype=np.uint8)
+    for object_id, group in zip(object_ids, groups):
+        lookup[object_id] = colours[distinct.index(group)]
+    return lookup[pair.prompt_ids], lookup[pair.query_ids]
+
+
+# -- masking of the target ------------------------------------------------------------------------
+def block_mask(rows: int, cols: int, rng: np.random.Generator, ratio: float = 0.5) -> np.ndarray:
+    """Random rectangular blocks covering ``ratio`` of a (rows, cols) patch grid: bool (rows, cols).
+
+    The release's block-wise masking (as in BEiT): each block covers between 4 patches and a
+    quarter of the grid, aspect ratio log-uniform in [0.3, 3.3].
+    """
+    target = int(rows * cols * ratio)
+    mask = np.zeros((rows, cols), dtype=bool)
+    max_block = max(4, rows * cols // 4)
+    for _ in range(1000):
+        remaining = target - int(mask.sum())
+        if remaining <= 0:
+            break
+        area = rng.uniform(4, max(4, min(max_block, remaining)) + 1e-6)
+        aspect = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3)))
+        height = min(rows, max(1, int(round(np.sqrt(area * aspect)))))
+        width = min(cols, max(1, int(round(np.sqrt(area / aspect)))))
+        top = int(rng.integers(0, rows - height + 1))
+        left = int(rng.integers(0, cols - width + 1))
+        mask[top : top + height, left : left + width] = True
+    return mask
+
+
+def target_mask(
+    rows: int, cols: int, rng: np.random.Generator, half_mask_ratio: float
+) -> np.ndarray:
+    """Which target patches the model must paint: bool (rows * cols,), row-major.
+
+    With probability ``half_mask_ratio`` the whole query half (the inference task), otherwise
+    random blocks over half of the stacked grid.
+    """
+    if rng.random() < half_mask_ratio:
+        mask = np.zeros((rows, cols), dtype=bool)
+        mask[rows // 2 :] = True
+        return mask.reshape(-1)
+    return block_mask(rows, cols, rng).reshape(-1)
+
+
+# -- batches --------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Model inputs and the painted targets; normalised (N, 3, 2S, S), masks (N, L) bool."""
+
+    imgs: torch.Tensor
+    tgts: torch.Tensor
+    bool_masked_pos: torch.Tensor
+    seg_type: torch.Tensor
+
+
+def normalise(pixels: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, ImageNet mean/std after /255."""
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (tensor - mean) / std
+
+
+def make_batch(
+    sources: list,
+    weights: list[float],
+    batch_size: int,
+    grid: tuple[int, int],
+    rng: np.random.Generator,
+    half_mask_ratio: float = 0.5,
+) -> Batch:
+    """One batch of coloured pairs drawn from ``sources`` in proportion to ``weights``."""
+    probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
+    images, targets, masked, seg_types = [], [], [], []
+    for _ in range(batch_size):
+        source = sources[rng.choice(len(sources), p=probabilities)]
+        pair = source.sample(rng)
+        seg_type = int(rng.integers(2))
+        prompt_mask, query_mask = paint_pair(pair, seg_type, rng)
+        images.append(np.concatenate([pair.prompt_image, pair.query_image], axis=0))
+        targets.append(np.concatenate([prompt_mask, query_mask], axis=0))
+        masked.append(target_mask(*grid, rng, half_mask_ratio))
+        seg_types.append(seg_type)
+    return Batch(
+        imgs=normalise(np.stack(images)),
+        tgts=normalise(np.stack(targets)),
+        bool_masked_pos=torch.from_numpy(np.stack(masked)),
+        seg_type=torch.tensor(seg_types),
+    )

@@ -1,0 +1,140 @@
+"""Synthetic scenes, training pairs, random colouring and target masking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seggpt_video.errors import UserError
+from seggpt_video.predictor import IMAGENET_MEAN, IMAGENET_STD
+from seggpt_video.training.pairs import (
+    INSTANCE,
+    SEMANTIC,
+    DavisPairs,
+    Pair,
+    SyntheticPairs,
+    block_mask,
+    make_batch,
+    paint_pair,
+    target_mask,
+)
+from seggpt_video.training.synthetic import make_clip, random_scene, render
+
+
+def test_clip_is_deterministic_by_seed_and_seeds_differ():
+    frames, labels = make_clip(7, num_frames=5, height=40, width=56, num_objects=3)
+    again, again_labels = make_clip(7, num_frames=5, height=40, width=56, num_objects=3)
+    other, _ = make_clip(8, num_frames=5, height=40, width=56, num_objects=3)
+    assert frames.shape == (5, 40, 56, 3) and frames.dtype == np.uint8
+    assert labels.shape == (5, 40, 56) and labels.dtype == np.uint8
+    np.testing.assert_array_equal(frames, again)
+    np.testing.assert_array_equal(labels, again_labels)
+    assert np.abs(frames.astype(int) - other.astype(int)).mean() > 10
+
+
+def test_clip_objects_visible_first_then_move_and_change_size():
+    _, labels = make_clip(3, num_frames=12, height=64, width=64, num_objects=3)
+    assert set(np.unique(labels[0])) == {0, 1, 2, 3}
+    for object_id in (1, 2, 3):
+        first, last = labels[0] == object_id, labels[-1] == object_id
+        # Each object moved or changed size: its masks in the first and last frame differ.
+        assert (first ^ last).sum() > 0.2 * max(first.sum(), 1)
+
+
+def test_objects_occlude_each_other():
+    # The rendered ids equal the front-most object: somewhere in some clip a front object
+    # covers part of one behind it (alone, the object behind would be larger).
+    rng = np.random.default_rng(0)
+    occluded = 0
+    for _ in range(20):
+        scene = random_scene(rng, 3)
+        _, ids = render(scene, 0.5, 48, 48)
+        for index, obj in enumerate(scene.objects):
+            y, x = (np.mgrid[0:48, 0:48] + 0.5) / 48
+            alone = obj.inside(*obj.local_coordinates(0.5, x, y)).sum()
+            occluded += int((ids == index + 1).sum() < alone)
+    assert occluded > 0
+
+
+def _pair() -> Pair:
+    prompt = np.zeros((8, 8), np.uint8)
+    prompt[:4, :4], prompt[4:, 4:], prompt[:2, 6:] = 1, 2, 3
+    query = np.roll(prompt, 1, axis=1)
+    image = np.zeros((8, 8, 3), np.uint8)
+    return Pair(image, prompt, image, query, classes={1: 5, 2: 5, 3: 9})
+
+
+def _colour_of(painted: np.ndarray, ids: np.ndarray, object_id: int) -> tuple:
+    colours = {tuple(c) for c in painted[ids == object_id]}
+    assert len(colours) == 1
+    return colours.pop()
+
+
+def test_instance_colouring_same_colour_in_prompt_and_query_distinct_per_object():
+    pair = _pair()
+    prompt, query = paint_pair(pair, INSTANCE, np.random.default_rng(0))
+    colours = [_colour_of(prompt, pair.prompt_ids, i) for i in (1, 2, 3)]
+    assert len(set(colours)) == 3
+    assert [_colour_of(query, pair.query_ids, i) for i in (1, 2, 3)] == colours
+    assert (prompt[pair.prompt_ids == 0] == 0).all() and (query[pair.query_ids == 0] == 0).all()
+
+
+def test_semantic_colouring_one_colour_per_class():
+    pair = _pair()
+    prompt, _ = paint_pair(pair, SEMANTIC, np.random.default_rng(1))
+    one, two, three = (_colour_of(prompt, pair.prompt_ids, i) for i in (1, 2, 3))
+    assert one == two != three
+
+
+def test_colours_are_drawn_afresh_for_every_pair():
+    pair, rng = _pair(), np.random.default_rng(2)
+    drawn = {_colour_of(paint_pair(pair, INSTANCE, rng)[0], pair.prompt_ids, 1) for _ in range(10)}
+    assert len(drawn) >= 5
+
+
+def test_block_mask_covers_half_in_blocks_and_half_mask_is_the_query():
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        mask = block_mask(16, 8, rng)
+        assert 64 <= mask.sum() <= 64 + 32  # at least the ratio, overshoot below one block
+    half = target_mask(16, 8, rng, half_mask_ratio=1.0).reshape(16, 8)
+    assert half[8:].all() and not half[:8].any()
+
+
+def test_make_batch_shapes_and_normalisation():
+    rng = np.random.default_rng(0)
+    batch = make_batch([SyntheticPairs(32)], [1.0], 3, (8, 4), rng, half_mask_ratio=1.0)
+    assert batch.imgs.shape == batch.tgts.shape == (3, 3, 64, 32)
+    assert batch.bool_masked_pos.shape == (3, 32) and batch.bool_masked_pos.dtype == torch.bool
+    assert set(batch.seg_type.tolist()) <= {0, 1}
+    # Background of the painted target is black: the normalised value of pixel 0.
+    black = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+    assert torch.isclose(batch.tgts.amin(dim=(2, 3)), black[None], atol=1e-5).all()
+
+
+def _write_davis(root, sequences: int = 2, frames: int = 3):
+    for s in range(sequences):
+        (root / "JPEGImages" / "240p" / f"seq{s}").mkdir(parents=True)
+        (root / "Annotations" / "240p" / f"seq{s}").mkdir(parents=True)
+        for f in range(frames):
+            image = np.full((24, 40, 3), 40 * f, np.uint8)
+            mask = np.zeros((24, 40), np.uint8)
+            mask[5:15, 10 + f : 20 + f] = 255
+            Image.fromarray(image).save(root / "JPEGImages" / "240p" / f"seq{s}" / f"{f:05d}.jpg")
+            Image.fromarray(mask).save(root / "Annotations" / "240p" / f"seq{s}" / f"{f:05d}.png")
+
+
+def test_davis_pairs_read_a_davis_folder(tmp_path):
+    _write_davis(tmp_path)
+    source = DavisPairs(tmp_path, size=16)
+    assert len(source) == 6
+    pair = source.sample(np.random.default_rng(0))
+    assert pair.prompt_image.shape == (16, 16, 3) and pair.query_ids.shape == (16, 16)
+    assert set(np.unique(pair.prompt_ids)) == {0, 1}  # 0/255 masks become object 1
+
+
+def test_davis_pairs_name_the_folder_when_it_is_not_davis(tmp_path):
+    with pytest.raises(UserError, match="JPEGImages"):
+        DavisPairs(tmp_path, size=16)
