@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,9 +70,10 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 class PeakMemory:
-    """High-water mark of memory during a block: CUDA allocator peak, or sampled resident memory.
+    """Peak bytes of tensors allocated during a block, above what was allocated at entry.
 
-    On the CPU, resident memory is sampled every 2 ms and reported above its level at entry.
+    CUDA: the allocator's own peak. CPU: replayed from the profiler's allocation events (resident
+    memory cannot tell, as freed blocks stay in the process for reuse).
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -84,30 +84,24 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-            return self
-        self._base = _resident_bytes()
-        self._high = self._base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        else:
+            self._profile = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+            )
+            self._profile.__enter__()
         return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
-            self._high = max(self._high, _resident_bytes())
 
     def __exit__(self, *exc_info: object) -> None:
         if self.device.type == "cuda":
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
             return
-        self._stop.set()
-        self._thread.join()
-        self.peak_bytes = max(self._high, _resident_bytes()) - self._base
-
-
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        self._profile.__exit__(*exc_info)
+        # Each op's own net allocation ("[memory]" events are frees), in time order.
+        live = peak = 0
+        for event in sorted(self._profile.events(), key=lambda e: e.time_range.start):
+            live += event.self_cpu_memory_usage
+            peak = max(peak, live)
+        self.peak_bytes = peak
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 4096, repeats: int = 3):

@@ -7,7 +7,9 @@ Random weights (speed does not depend on them). Every case runs in interleaved r
 round, then --repeats timed ones) so ours and the reference see the same machine load; the
 machine's fp32/bf16 matmul peak (large GEMMs) is measured in the same run, before and after.
 "Ours" is the product path, SegGPTPredictor.paint, with its per-call target-stream cache cleared
-(as when the prompt set changes every frame); "ours, prompts reused" keeps it (e.g. --memory 0).
+(as when the prompt set changes every frame); "ours, prompts reused" keeps it (e.g. --memory 0);
+"ours, query half per prompt" (--ablate, several prompts) turns off computing each query half once
+per query, to measure what that sharing gains.
 The reference is transformers' SegGptForImageSegmentation holding the same weights, same inputs.
 Prints a table and writes benchmarks/results/bench_model[_<preset>].json.
 """
@@ -20,6 +22,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import PeakMemory, machine, matmul_peak, print_table, timed, write_json  # noqa: E402
 
+import seggpt_video.model.seggpt as seggpt_module  # noqa: E402
 from seggpt_video.model import PRESETS, SegGPT  # noqa: E402
 from seggpt_video.predictor import PromptTensors, SegGPTPredictor, tune_cpu_runtime  # noqa: E402
 
@@ -64,14 +68,24 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def our_flops(config, batch: int, prompts: int) -> float:
-    """FLOPs of one SegGPTPredictor._paint call, counted on the meta device (no compute)."""
+def our_flops(config, batch: int, prompts: int, shared: bool = True) -> float:
+    """FLOPs of one SegGPTPredictor._paint call, counted on the meta device (no compute).
+
+    Meta tensors hold no values, so whether query halves can be shared is set, not detected.
+    """
     with torch.device("meta"):
         predictor = SegGPTPredictor(SegGPT(config), device="meta")
-    prompt, queries = inputs(
-        config.prompt_size, batch, prompts, torch.device("meta"), torch.float32
-    )
-    return count_flops(lambda: predictor._paint(prompt, queries))
+    meta = torch.device("meta")
+    prompt, queries = inputs(config.prompt_size, batch, prompts, meta, torch.float32)
+
+    def split(x, prompts):
+        if not shared or prompts == 1:
+            return None
+        prompt_half, query_half = x.split(x.shape[1] // 2, dim=1)
+        return prompt_half, query_half[::prompts]
+
+    with patch.object(seggpt_module, "split_shared", split):
+        return count_flops(lambda: predictor._paint(prompt, queries))
 
 
 def plain_flops(config, batch: int) -> float:
@@ -83,18 +97,22 @@ def plain_flops(config, batch: int) -> float:
         return count_flops(lambda: model(imgs, imgs, masked, torch.ones(batch)))
 
 
-def our_case(model, device, dtype_name, batch, prompts, flops, reuse: bool) -> Case:
+def our_case(model, device, dtype_name, batch, prompts, flops, variant: str = "") -> Case:
+    """variant: "" (the product path), "reuse" (prompt set cached) or "unshared" (ablation)."""
     dtype = DTYPES[dtype_name]
     predictor = SegGPTPredictor(copy.deepcopy(model), device, dtype)
     prompt, queries = inputs(model.config.prompt_size, batch, prompts, device, dtype)
 
     def run():
-        if not reuse:
+        if variant != "reuse":
             predictor._targets.clear()
-        return predictor.paint(prompt, queries)
+        if variant != "unshared":
+            return predictor.paint(prompt, queries)
+        with patch.object(seggpt_module, "split_shared", lambda x, prompts: None):
+            return predictor.paint(prompt, queries)
 
-    name = "ours, prompts reused" if reuse else "ours"
-    return Case(name, dtype_name, batch, prompts, run, flops)
+    names = {"": "ours", "reuse": "ours, prompts reused", "unshared": "ours, query half per prompt"}
+    return Case(names[variant], dtype_name, batch, prompts, run, flops)
 
 
 def reference_case(model, device, dtype_name, flops) -> Case:
@@ -128,6 +146,7 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", type=int, default=[1])
     parser.add_argument("--prompts", nargs="+", type=int, default=[1])
     parser.add_argument("--reuse", action="store_true", help="also time a reused prompt set")
+    parser.add_argument("--ablate", action="store_true", help="also time without query sharing")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
@@ -147,9 +166,16 @@ def main() -> None:
         for batch in args.batch:
             for prompts in args.prompts:
                 flops = our_flops(config, batch, prompts)
-                cases.append(our_case(model, device, dtype_name, batch, prompts, flops, False))
+                cases.append(our_case(model, device, dtype_name, batch, prompts, flops))
                 if args.reuse:
-                    cases.append(our_case(model, device, dtype_name, batch, prompts, flops, True))
+                    cases.append(
+                        our_case(model, device, dtype_name, batch, prompts, flops, "reuse")
+                    )
+                if args.ablate and prompts > 1:
+                    unshared = our_flops(config, batch, prompts, shared=False)
+                    cases.append(
+                        our_case(model, device, dtype_name, batch, prompts, unshared, "unshared")
+                    )
         if not args.no_reference:
             cases.append(reference_case(model, device, dtype_name, plain_flops(config, 1)))
 
