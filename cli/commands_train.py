@@ -41,6 +41,10 @@ def train(
         float, typer.Option(min=0.0, help="Sampling weight of synthetic pairs.")
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and of every batch.")] = 0,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from these weights (e.g. a first run's) instead of from scratch."),
+    ] = None,
     warm_start: Annotated[
         bool, typer.Option(help="Start half the heads attending to the other half's same place.")
     ] = True,
@@ -88,6 +92,7 @@ def train(
         bf16=bf16,
         minutes=minutes,
         warm_start=warm_start,
+        init=str(init.resolve()) if init is not None else None,
     )
     final = run_training(
         config, output, checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes

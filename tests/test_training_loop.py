@@ -124,3 +124,16 @@ def test_warm_start_points_half_the_heads_at_the_partner_position():
     assert bias[0, query_token].argmax().item() == partner
     assert bias[0, partner].argmax().item() == query_token
     assert bias[1].abs().max() < 1e-6  # the other head starts as the release initialises it
+
+
+def test_second_phase_starts_from_the_given_weights(tmp_path):
+    first = train(
+        TrainConfig(preset="test-small", steps=1, batch_size=1, warmup=1), tmp_path / "one"
+    )
+    config = TrainConfig(preset="test-small", steps=1, batch_size=1, warmup=1, lr=0.0, min_lr=0.0)
+    config.init = str(first)
+    second = train(config, tmp_path / "two", progress=False)
+    # With a zero learning rate the second phase keeps the first phase's weights exactly.
+    torch.testing.assert_close(
+        load_checkpoint(second).state_dict(), load_checkpoint(first).state_dict()
+    )

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from seggpt_video.errors import UserError
-from seggpt_video.model import SegGPT, build_model, save_checkpoint
+from seggpt_video.model import SegGPT, build_model, load_checkpoint, save_checkpoint
 from seggpt_video.training.pairs import Batch, DavisPairs, SyntheticPairs, make_batch
 
 CHECKPOINT = "checkpoint.pt"
@@ -77,6 +77,7 @@ class TrainConfig:
     # spent (``steps`` is then an upper bound). Deterministic data, machine-dependent length.
     minutes: float | None = None
     warm_start: bool = True  # see warm_start_attention
+    init: str | None = None  # start from these weights (a second phase) instead of from scratch
 
 
 def schedule_progress(config: TrainConfig, step: int, seconds: float) -> float:
@@ -144,7 +145,9 @@ def train(
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = build_model(config.preset)
-    if config.warm_start:
+    if config.init is not None:
+        model.load_state_dict(load_checkpoint(config.init).state_dict())
+    elif config.warm_start:
         warm_start_attention(model, seed=config.seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.999)
