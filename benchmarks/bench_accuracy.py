@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, print_table, write_json  # noqa: E402
 
 from seggpt_video.errors import UserError  # noqa: E402
-from seggpt_video.model import build_model, load_model  # noqa: E402
+from seggpt_video.model import SegGPT, build_model, load_model  # noqa: E402
 from seggpt_video.objects import ObjectPalette  # noqa: E402
 from seggpt_video.predictor import PromptTensors, SegGPTPredictor, tune_cpu_runtime  # noqa: E402
 
@@ -53,6 +53,17 @@ def plain_paint(predictor: SegGPTPredictor, prompts: PromptTensors, queries: tor
     return (torch.cat(painted) * predictor._std + predictor._mean).clamp(0, 255)
 
 
+def load_weights(path: Path) -> SegGPT:
+    """A model file, or a `seggpt-video train` resume checkpoint (weights under "model")."""
+    if path.suffix == ".pt":
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if "model" in state and "preset" in state.get("config", {}):
+            model = build_model(state["config"]["preset"])
+            model.load_state_dict(state["model"])
+            return model
+    return load_model(path)
+
+
 def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-frame IoU of boolean masks (N, H, W); 1 where both are empty."""
     inter = (a & b).flatten(1).sum(1).float()
@@ -70,14 +81,14 @@ def main() -> None:
     args = parser.parse_args()
 
     tune_cpu_runtime()
-    try:
-        model, weights = (
-            load_model(args.checkpoint or args.model),
-            str(args.checkpoint or args.model),
-        )
-    except UserError:
-        torch.manual_seed(0)
-        model, weights = build_model(args.model), f"{args.model} (random weights)"
+    if args.checkpoint is not None:
+        model, weights = load_weights(args.checkpoint), str(args.checkpoint)
+    else:
+        try:
+            model, weights = load_model(args.model), args.model
+        except UserError:  # the packaged weights do not exist yet
+            torch.manual_seed(0)
+            model, weights = build_model(args.model), f"{args.model} (random weights)"
     palette = ObjectPalette([1])
     predictors = {
         name: SegGPTPredictor(copy.deepcopy(model), "cpu", dtype) for name, dtype in OPTIONS.items()
