@@ -71,7 +71,7 @@ def tune_cpu_runtime(threads: int | None = None) -> int:
     """Set torch's CPU threads (default: physical cores, or OMP_NUM_THREADS) and keep freed memory.
 
     glibc hands every block above 32 MB back to the OS on free, so each ViT-L block page-faults
-    its attention bias and activations in afresh (measured in docs/speed.md); keeping freed
+    its attention bias and activations in afresh (measured: README, Speed); keeping freed
     blocks in the heap avoids that. Returns the thread count.
     """
     if threads is None:

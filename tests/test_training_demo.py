@@ -29,7 +29,7 @@ def test_packaged_model_is_the_default_and_loads_as_fp32():
 @pytest.mark.xfail(
     strict=True,
     reason="the packaged seggpt-tiny (41 minutes on a shared 2-core CPU) reaches J&F 0.15 on this "
-    "clip; see docs/training.md. Strict: a model that passes turns this into a failure to update.",
+    "clip; see README, Training. Strict: a model that passes turns this into a failure to update.",
 )
 def test_packaged_model_segments_an_unseen_synthetic_clip(tmp_path):
     # A short clip through the whole path: mp4 + first-frame PNG -> engine -> DAVIS PNGs -> J&F.

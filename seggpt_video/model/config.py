@@ -80,7 +80,7 @@ PRESETS: dict[str, SegGPTConfig] = {
     "seggpt-tiny": SegGPTConfig(
         # 64x64 prompt and query, width 128 (not 96 and 192): 2.5x the training throughput on
         # the shared 2-core CPU, so the one-hour training budget sees enough pairs
-        # (measured in docs/training.md).
+        # (measured: README, Training).
         image_size=(128, 64),
         patch_size=8,
         embed_dim=128,

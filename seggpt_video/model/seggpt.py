@@ -55,7 +55,7 @@ class Attention(nn.Module):
         bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w).contiguous()
         if q.device.type == "cpu":
             # The CPU's broadcast add is 4x slower in bf16 than in fp32, and its fused attention
-            # takes an fp32 bias for bf16 queries (measured in docs/speed.md).
+            # takes an fp32 bias for bf16 queries (measured: README, Speed).
             bias_h, bias_w = bias_h.float(), bias_w.float()
         bias = bias_h[..., :, None] + bias_w[..., None, :]
         return bias.view(batch, self.num_heads, rows * cols, rows * cols)
