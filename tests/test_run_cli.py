@@ -154,10 +154,9 @@ def test_masks_stream_to_ffmpeg_through_a_pipe(tmp_path: Path, clip, checkpoint)
     assert set(np.unique(decoded)) <= {0, 255}
 
 
-def test_rerun_resumes_and_completes(tmp_path: Path, clip, checkpoint):
-    video, mask = clip
-    out = tmp_path / "out"
-    args = [
+def davis_and_overlay(video: Path, mask: Path, checkpoint: Path, out: Path) -> list:
+    """Arguments of a run writing DAVIS PNGs (resumable) and an overlay video (not)."""
+    return [
         "run",
         video,
         "--mask",
@@ -171,6 +170,12 @@ def test_rerun_resumes_and_completes(tmp_path: Path, clip, checkpoint):
         "-f",
         "overlay",
     ]
+
+
+def test_rerun_resumes_and_completes(tmp_path: Path, clip, checkpoint):
+    video, mask = clip
+    out = tmp_path / "out"
+    args = davis_and_overlay(video, mask, checkpoint, out)
     invoke(*args)
     full = {p.name: png_labels(p) for p in (out / "clip").glob("*.png")}
     for name in ("00004.png", "00005.png"):
@@ -191,20 +196,7 @@ def test_an_interrupted_run_leaves_no_half_written_file(
 ):
     video, mask = clip
     out = tmp_path / "out"
-    args = [
-        "run",
-        video,
-        "--mask",
-        mask,
-        "-c",
-        checkpoint,
-        "-o",
-        out,
-        "-f",
-        "davis",
-        "-f",
-        "overlay",
-    ]
+    args = davis_and_overlay(video, mask, checkpoint, out)
     from seggpt_video.engine import Segmenter
 
     original = Segmenter._run_batch
