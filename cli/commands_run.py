@@ -108,6 +108,10 @@ def run(
     batch_size: Annotated[
         int, typer.Option(help="Frames per model call; they share the prompt memory.")
     ] = 1,
+    ensemble: Annotated[
+        str,
+        typer.Option(help="feature (averaged in attention) or spatial (prompts tiled in a grid)."),
+    ] = "feature",
     per_object: Annotated[
         bool, typer.Option(help="One pass per object, white on black: slower, no colour mix-ups.")
     ] = False,
@@ -148,7 +152,11 @@ def run(
 
             extra = load_tuned_prompt(prompt_file, predictor)
         options = SegmenterOptions(
-            memory=memory, batch_size=batch_size, per_object=per_object, extra_prompts=extra
+            memory=memory,
+            batch_size=batch_size,
+            per_object=per_object,
+            extra_prompts=extra,
+            ensemble=ensemble,
         )
         segmenter = Segmenter(predictor, options)
         if output != "-":
@@ -159,6 +167,7 @@ def run(
                 "memory": memory,
                 "batch_size": batch_size,
                 "per_object": per_object,
+                "ensemble": ensemble,
                 "prompt_file": str(prompt_file) if prompt_file else None,
                 "dtype": str(predictor.dtype),
             }

@@ -31,6 +31,8 @@ class SegmenterOptions:
     upsample: how the painted prediction returns to frame size before decoding ('bilinear' gives
         smoother boundaries; 'nearest' is the release's choice).
     extra_prompts: prompts used for every frame, e.g. a tuned prompt from ``seggpt-video tune``.
+    ensemble: how several prompts combine: 'feature' (averaged inside attention, the paper's
+        best for video) or 'spatial' (tiled in a grid and shrunk to one prompt).
     """
 
     memory: int = 8
@@ -38,6 +40,7 @@ class SegmenterOptions:
     per_object: bool = False
     upsample: str = "bilinear"
     extra_prompts: PromptTensors | None = None
+    ensemble: str = "feature"
 
 
 @dataclass
@@ -81,6 +84,8 @@ class Segmenter:
             raise UserError(f"--batch-size {self.options.batch_size}: must be at least 1")
         if self.options.memory < 0:
             raise UserError(f"--memory {self.options.memory}: must be 0 or more")
+        if self.options.ensemble not in ("feature", "spatial"):
+            raise UserError(f"--ensemble {self.options.ensemble}: expected feature or spatial")
         if self.options.upsample not in ("bilinear", "nearest"):
             raise UserError(f"upsample {self.options.upsample}: expected bilinear or nearest")
 
@@ -247,4 +252,7 @@ class _Propagation:
         parts = [p.tensors for p in self.memory.prompts()]
         if self.options.extra_prompts is not None:
             parts.append(self.options.extra_prompts)
-        return PromptTensors.concat(parts)
+        prompts = PromptTensors.concat(parts)
+        if self.options.ensemble == "spatial" and len(prompts) > 1:
+            return prompts.tiled()
+        return prompts

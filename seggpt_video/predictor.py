@@ -7,6 +7,7 @@ normalisation, stacking prompt over query, device and precision.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,32 @@ class PromptTensors:
         return PromptTensors(
             torch.cat([p.images for p in parts]), torch.cat([p.masks for p in parts])
         )
+
+    def tiled(self) -> PromptTensors:
+        """Spatial ensemble (the paper's): the prompts in an n x n grid, subsampled to one prompt.
+
+        Empty cells are black. Images shrink by antialiased bicubic, masks by nearest, as a
+        single prompt is resized. Returns one prompt, (1, 3, S, S) each.
+        """
+        count, _, size, _ = self.images.shape
+        side = math.ceil(math.sqrt(count))
+
+        def grid(tensors: torch.Tensor, mode: str) -> torch.Tensor:
+            black = _black(tensors)
+            cells = [tensors[i] if i < count else black for i in range(side * side)]
+            rows = [torch.cat(cells[r * side : (r + 1) * side], dim=2) for r in range(side)]
+            canvas = torch.cat(rows, dim=1)[None].float()
+            kwargs = {"antialias": True} if mode == "bicubic" else {}
+            return F.interpolate(canvas, size=(size, size), mode=mode, **kwargs).to(tensors.dtype)
+
+        return PromptTensors(grid(self.images, "bicubic"), grid(self.masks, "nearest-exact"))
+
+
+def _black(tensors: torch.Tensor) -> torch.Tensor:
+    """A black (3, S, S) cell in normalised space, like ``tensors``."""
+    mean = torch.tensor(IMAGENET_MEAN, device=tensors.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=tensors.device).view(3, 1, 1)
+    return (-mean / std).expand(tensors.shape[1:]).to(tensors.dtype)
 
 
 class SegGPTPredictor:

@@ -143,3 +143,34 @@ def test_prompt_images_are_prepared_like_the_release():
 def test_bad_annotations_are_user_errors(annotations, message):
     with pytest.raises(UserError, match=message):
         list(Segmenter(SpyPredictor()).propagate(grey_frames(4), annotations))
+
+
+def test_spatial_ensemble_tiles_prompts_into_one():
+    """The paper's spatial ensemble: an n x n grid of prompts shrunk to one prompt's size."""
+    predictor = SegGPTPredictor(build_model("test-small"))
+    size = predictor.size
+    levels = [40, 90, 140]  # three prompts: a 2 x 2 grid, the fourth cell black
+    images = [np.full((size, size, 3), v, np.uint8) for v in levels]
+    masks = [np.full((size, size, 3), 255 * (i % 2), np.uint8) for i in range(3)]
+    tiled = predictor.prepare_prompts(images, masks).tiled()
+    assert tiled.images.shape == (1, 3, size, size)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    pixels = (tiled.images[0] * std + mean) * 255
+    masks_px = (tiled.masks[0] * std + mean) * 255
+    half, q = size // 2, size // 8
+    cells = {(0, 0): 40, (0, 1): 90, (1, 0): 140, (1, 1): 0}
+    for (row, col), level in cells.items():
+        centre = pixels[
+            :, row * half + q : (row + 1) * half - q, col * half + q : (col + 1) * half - q
+        ]
+        assert torch.allclose(centre, torch.full_like(centre, level), atol=0.5)
+    mask_cells = {(0, 0): 0, (0, 1): 255, (1, 0): 0, (1, 1): 0}
+    for (row, col), level in mask_cells.items():
+        cell = masks_px[:, row * half : (row + 1) * half, col * half : (col + 1) * half]
+        assert torch.allclose(cell, torch.full_like(cell, level), atol=1e-3)
+
+
+def test_spatial_ensemble_gives_the_model_one_prompt():
+    calls, _ = run(SegmenterOptions(memory=3, ensemble="spatial"), count=5)
+    assert [len(prompts) for prompts, _ in calls] == [1, 1, 1, 1]
