@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from seggpt_video.cli.app import app
+from seggpt_video.cli.options import Checkpoint, Device, ModelName
 from seggpt_video.errors import UserError
 
 
@@ -124,18 +125,14 @@ def tune(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Prompt file to write (.safetensors).")
     ],
-    model: Annotated[
-        str | None, typer.Option(help="Model name (default: the packaged small model).")
-    ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Weights file or folder instead of --model.")
-    ] = None,
+    model: ModelName = None,
+    checkpoint: Checkpoint = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 100,
     lr: Annotated[float, typer.Option(help="Adam learning rate of the prompt.")] = 0.02,
     num_prompts: Annotated[
         int, typer.Option(min=1, help="Learnable prompts (from the first frames).")
     ] = 1,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the augmentations.")] = 0,
 ) -> None:
     """In-context tuning: learn a prompt from a few annotated frames (the model stays frozen)."""
@@ -182,16 +179,12 @@ def demo(
     objects: Annotated[int, typer.Option(min=1, max=8, help="Moving objects.")] = 2,
     height: Annotated[int, typer.Option(min=16, help="Frame height in pixels.")] = 96,
     width: Annotated[int, typer.Option(min=16, help="Frame width in pixels.")] = 128,
-    model: Annotated[
-        str | None, typer.Option(help="Model name (default: the packaged small model).")
-    ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Weights file or folder instead of --model.")
-    ] = None,
+    model: ModelName = None,
+    checkpoint: Checkpoint = None,
     prompt_file: Annotated[
         Path | None, typer.Option(help="Tuned prompt to add (from `tune`).")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Make a synthetic clip, segment it with the model and print J&F against its true masks."""
     from rich.progress import Progress
