@@ -77,18 +77,7 @@ def test_every_input_kind_gives_every_frame(tmp_path: Path, scene, checkpoint, s
             tmp_path / "clip", frames, ext=suffix, names=[f"f{i}" for i in range(FRAMES)]
         )
     write_palette_png(tmp_path / "m.png", labels[0])
-    invoke(
-        "run",
-        video,
-        "--mask",
-        tmp_path / "m.png",
-        "-c",
-        checkpoint,
-        "-o",
-        tmp_path / "out",
-        "-f",
-        "davis",
-    )
+    invoke(*run_args(video, tmp_path / "m.png", checkpoint, tmp_path / "out"))
     written = sorted((tmp_path / "out" / "clip").glob("*.png"))
     assert len(written) == FRAMES
     if suffix in ("jpg", "png"):
@@ -154,28 +143,18 @@ def test_masks_stream_to_ffmpeg_through_a_pipe(tmp_path: Path, clip, checkpoint)
     assert set(np.unique(decoded)) <= {0, 255}
 
 
-def davis_and_overlay(video: Path, mask: Path, checkpoint: Path, out: Path) -> list:
-    """Arguments of a run writing DAVIS PNGs (resumable) and an overlay video (not)."""
-    return [
-        "run",
-        video,
-        "--mask",
-        mask,
-        "-c",
-        checkpoint,
-        "-o",
-        out,
-        "-f",
-        "davis",
-        "-f",
-        "overlay",
-    ]
+def run_args(video: Path, mask: Path, checkpoint: Path, out: Path, *formats: str) -> list:
+    """Arguments of a run with the test model into ``out`` (default format: davis)."""
+    args = ["run", video, "--mask", mask, "-c", checkpoint, "-o", out]
+    for name in formats or ("davis",):
+        args += ["-f", name]
+    return args
 
 
 def test_rerun_resumes_and_completes(tmp_path: Path, clip, checkpoint):
     video, mask = clip
     out = tmp_path / "out"
-    args = davis_and_overlay(video, mask, checkpoint, out)
+    args = run_args(video, mask, checkpoint, out, "davis", "overlay")
     invoke(*args)
     full = {p.name: png_labels(p) for p in (out / "clip").glob("*.png")}
     for name in ("00004.png", "00005.png"):
@@ -196,7 +175,7 @@ def test_an_interrupted_run_leaves_no_half_written_file(
 ):
     video, mask = clip
     out = tmp_path / "out"
-    args = davis_and_overlay(video, mask, checkpoint, out)
+    args = run_args(video, mask, checkpoint, out, "davis", "overlay")
     from seggpt_video.engine import Segmenter
 
     original = Segmenter._run_batch
@@ -234,18 +213,7 @@ def test_rotated_portrait_odd_sized_video(tmp_path: Path, checkpoint):
     frames, labels = moving_shapes(5, 37, 50, num_objects=1, seed=5)
     video = make_video(tmp_path / "phone.mp4", frames, fps=30, rotation=90)
     write_palette_png(tmp_path / "m.png", np.ascontiguousarray(np.rot90(labels[0])))
-    invoke(
-        "run",
-        video,
-        "--mask",
-        tmp_path / "m.png",
-        "-c",
-        checkpoint,
-        "-o",
-        tmp_path / "out",
-        "-f",
-        "davis",
-    )
+    invoke(*run_args(video, tmp_path / "m.png", checkpoint, tmp_path / "out"))
     written = sorted((tmp_path / "out" / "phone").glob("*.png"))
     assert len(written) == 5 and png_labels(written[2]).shape == (50, 37)  # upright
 
