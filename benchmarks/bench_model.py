@@ -9,7 +9,8 @@ machine's fp32/bf16 matmul peak (large GEMMs) is measured in the same run, befor
 "Ours" is the product path, SegGPTPredictor.paint, with its per-call target-stream cache cleared
 (as when the prompt set changes every frame); "ours, prompts reused" keeps it (e.g. --memory 0);
 "ours, query half per prompt" (--ablate, several prompts) turns off computing each query half once
-per query, to measure what that sharing gains.
+per query, to measure what that sharing gains; "ours, bias as mask" (--ablate, bf16/fp16) passes
+the position bias as the attention mask, as fp32 does, instead of folding it into q and k.
 The reference is transformers' SegGptForImageSegmentation holding the same weights, same inputs.
 Prints a table and writes benchmarks/results/bench_model[_<preset>].json.
 """
@@ -98,9 +99,12 @@ def plain_flops(config, batch: int) -> float:
 
 
 def our_case(model, device, dtype_name, batch, prompts, flops, variant: str = "") -> Case:
-    """variant: "" (the product path), "reuse" (prompt set cached) or "unshared" (ablation)."""
+    """variant: "" (the product path), "reuse" (prompt set cached), or an ablation: "unshared"
+    (query half per prompt), "bias" (position bias always passed as the attention mask)."""
     dtype = DTYPES[dtype_name]
     predictor = SegGPTPredictor(copy.deepcopy(model), device, dtype)
+    if variant == "bias":
+        predictor.model.set_attention("bias")
     prompt, queries = inputs(model.config.prompt_size, batch, prompts, device, dtype)
 
     def run():
@@ -111,7 +115,12 @@ def our_case(model, device, dtype_name, batch, prompts, flops, variant: str = ""
         with patch.object(seggpt_module, "split_shared", lambda x, prompts: None):
             return predictor.paint(prompt, queries)
 
-    names = {"": "ours", "reuse": "ours, prompts reused", "unshared": "ours, query half per prompt"}
+    names = {
+        "": "ours",
+        "reuse": "ours, prompts reused",
+        "unshared": "ours, query half per prompt",
+        "bias": "ours, bias as mask",
+    }
     return Case(names[variant], dtype_name, batch, prompts, run, flops)
 
 
@@ -146,7 +155,9 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", type=int, default=[1])
     parser.add_argument("--prompts", nargs="+", type=int, default=[1])
     parser.add_argument("--reuse", action="store_true", help="also time a reused prompt set")
-    parser.add_argument("--ablate", action="store_true", help="also time without query sharing")
+    parser.add_argument(
+        "--ablate", action="store_true", help="also time without query sharing / folded bias"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip transformers")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
@@ -171,6 +182,8 @@ def main() -> None:
                     cases.append(
                         our_case(model, device, dtype_name, batch, prompts, flops, "reuse")
                     )
+                if args.ablate and dtype_name != "fp32":
+                    cases.append(our_case(model, device, dtype_name, batch, prompts, flops, "bias"))
                 if args.ablate and prompts > 1:
                     unshared = our_flops(config, batch, prompts, shared=False)
                     cases.append(

@@ -29,6 +29,15 @@ def train(
         float,
         typer.Option(min=0.0, max=1.0, help="Share of pairs whose whole query mask is hidden."),
     ] = 0.6,
+    prompt_noise: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of whole-query pairs whose prompt mask is shifted/coarsened, as the "
+            "model's own predictions are when they become prompts.",
+        ),
+    ] = 0.0,
     davis: Annotated[
         list[Path] | None,
         typer.Option(
@@ -86,6 +95,7 @@ def train(
         warmup=warmup,
         weight_decay=weight_decay,
         half_mask_ratio=half_mask_ratio,
+        prompt_noise=prompt_noise,
         davis=[str(p.resolve()) for p in davis],
         davis_weight=davis_weight,
         synthetic_weight=synthetic_weight,

@@ -105,13 +105,17 @@ def test_groups_of_prompts_equal_separate_queries():
     assert (together - torch.cat(apart)).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("impl", ["sdpa", "bias", "folded"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_sdpa_equals_plain_softmax(dtype):
+def test_fused_attention_equals_plain_softmax(dtype, impl):
+    """Both fused forms (bias as a mask; bias folded into q and k) compute the same attention."""
     model = random_model(WIDER).to(dtype)
+    assert model.blocks[0].attn.rel_pos_h.abs().min() > 0  # a bias that really matters
     imgs, tgts, bool_masked_pos = release_inputs(WIDER, batch=2)
     imgs, tgts = imgs.to(dtype), tgts.to(dtype)
     seg = torch.ones(2)
     with torch.no_grad():
+        model.set_attention(impl)
         fused = model(imgs, tgts, bool_masked_pos, seg, feature_ensemble=True)
         model.set_attention("math")
         plain = model(imgs, tgts, bool_masked_pos, seg, feature_ensemble=True)

@@ -16,6 +16,7 @@ from seggpt_video.training.pairs import (
     Pair,
     SyntheticPairs,
     block_mask,
+    degrade_prompt,
     make_batch,
     paint_pair,
     target_mask,
@@ -112,6 +113,37 @@ def test_make_batch_shapes_and_normalisation():
     # Background of the painted target is black: the normalised value of pixel 0.
     black = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
     assert torch.isclose(batch.tgts.amin(dim=(2, 3)), black[None], atol=1e-5).all()
+
+
+def test_degraded_prompt_keeps_its_objects_near_where_they_were():
+    rng = np.random.default_rng(0)
+    ids = np.zeros((64, 64), np.uint8)
+    ids[10:30, 20:44] = 1
+    ids[40:60, 8:20] = 2
+    changed = 0
+    for _ in range(50):
+        degraded = degrade_prompt(ids, rng)
+        assert degraded.shape == ids.shape and set(np.unique(degraded)) == {0, 1, 2}
+        for k in (1, 2):
+            rows, cols = np.nonzero(degraded == k)
+            true_rows, true_cols = np.nonzero(ids == k)
+            # Shift (2 px) plus a coarser grid (up to 4 px) moves an outline by at most 6 px.
+            assert abs(rows.min() - true_rows.min()) <= 6 and abs(cols.max() - true_cols.max()) <= 6
+        changed += not np.array_equal(degraded, ids)
+    assert changed >= 30  # both steps skipped, or a no-op shift: about 1 in 8
+
+
+def test_prompt_noise_degrades_only_prompts_of_whole_query_pairs():
+    def batch(noise: float, half: float):
+        rng = np.random.default_rng(3)
+        return make_batch([SyntheticPairs(32)], [1.0], 6, (8, 4), rng, half, prompt_noise=noise)
+
+    clean, noisy = batch(0.0, 1.0), batch(1.0, 1.0)
+    assert torch.equal(clean.imgs, noisy.imgs)
+    assert torch.equal(clean.tgts[:, :, 32:], noisy.tgts[:, :, 32:])  # the query: the truth
+    assert not torch.equal(clean.tgts[:, :, :32], noisy.tgts[:, :, :32])  # prompts degraded
+    # With block masking the prompt half is in the loss: its target stays the truth.
+    assert torch.equal(batch(0.0, 0.0).tgts, batch(1.0, 0.0).tgts)
 
 
 def _write_davis(root, sequences: int = 2, frames: int = 3):

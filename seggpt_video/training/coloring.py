@@ -68,6 +68,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup: int = 200
     half_mask_ratio: float = 0.5
+    prompt_noise: float = 0.0  # see pairs.degrade_prompt
     davis: list[str] = field(default_factory=list)
     davis_weight: float = 0.3
     synthetic_weight: float = 1.0
@@ -196,7 +197,13 @@ def train(
             now = time.monotonic()
             rng = np.random.default_rng([config.seed, step])
             batch = make_batch(
-                sources, weights, config.batch_size, model.config.grid, rng, config.half_mask_ratio
+                sources,
+                weights,
+                config.batch_size,
+                model.config.grid,
+                rng,
+                config.half_mask_ratio,
+                config.prompt_noise,
             )
             lr = learning_rate(config, step, schedule_progress(config, step, now - start))
             for group in optimizer.param_groups:

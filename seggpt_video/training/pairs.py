@@ -250,10 +250,39 @@ def target_mask(
     random blocks over half of the stacked grid.
     """
     if rng.random() < half_mask_ratio:
-        mask = np.zeros((rows, cols), dtype=bool)
-        mask[rows // 2 :] = True
-        return mask.reshape(-1)
+        return query_half_mask(rows, cols)
     return block_mask(rows, cols, rng).reshape(-1)
+
+
+def query_half_mask(rows: int, cols: int) -> np.ndarray:
+    """The inference task's mask: the whole query half (bottom rows) hidden."""
+    mask = np.zeros((rows, cols), dtype=bool)
+    mask[rows // 2 :] = True
+    return mask.reshape(-1)
+
+
+def degrade_prompt(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Object ids (S, S) as the model's own earlier prediction might have them: shifted by up to
+    two pixels and/or with an outline from a 2x or 4x coarser grid.
+
+    In a video most prompts are the model's own predictions. Trained only on true prompt masks,
+    the model learns to trust the prompt's outline and its errors pile up frame after frame;
+    from degraded prompts it learns to take the outline from the query image.
+    """
+    height, width = ids.shape
+    out = ids
+    if rng.random() < 0.7:
+        dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
+        shifted = np.zeros_like(out)
+        shifted[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = out[
+            max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+        ]
+        out = shifted
+    if rng.random() < 0.7:
+        factor = int(rng.choice([2, 4]))
+        coarse = out[factor // 2 :: factor, factor // 2 :: factor]
+        out = np.repeat(np.repeat(coarse, factor, axis=0), factor, axis=1)[:height, :width]
+    return out
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -282,18 +311,28 @@ def make_batch(
     grid: tuple[int, int],
     rng: np.random.Generator,
     half_mask_ratio: float = 0.5,
+    prompt_noise: float = 0.0,
 ) -> Batch:
-    """One batch of coloured pairs drawn from ``sources`` in proportion to ``weights``."""
+    """One batch of coloured pairs drawn from ``sources`` in proportion to ``weights``.
+
+    prompt_noise: share of the inference-task pairs (whole query hidden) whose prompt mask is
+    degraded (:func:`degrade_prompt`); only there is the prompt half outside the loss.
+    """
     probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
     images, targets, masked, seg_types = [], [], [], []
     for _ in range(batch_size):
         source = sources[rng.choice(len(sources), p=probabilities)]
         pair = source.sample(rng)
         seg_type = int(rng.integers(2))
+        hidden = target_mask(*grid, rng, half_mask_ratio)
+        # Its own stream, so that the noise setting changes nothing else in the batch.
+        noise_rng = np.random.default_rng(rng.integers(2**63))
+        if np.array_equal(hidden, query_half_mask(*grid)) and noise_rng.random() < prompt_noise:
+            pair.prompt_ids = degrade_prompt(pair.prompt_ids, noise_rng)
         prompt_mask, query_mask = paint_pair(pair, seg_type, rng)
         images.append(np.concatenate([pair.prompt_image, pair.query_image], axis=0))
         targets.append(np.concatenate([prompt_mask, query_mask], axis=0))
-        masked.append(target_mask(*grid, rng, half_mask_ratio))
+        masked.append(hidden)
         seg_types.append(seg_type)
     return Batch(
         imgs=normalise(np.stack(images)),
