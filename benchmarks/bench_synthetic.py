@@ -8,7 +8,9 @@ J&F), from seeds far from any training stream (700001, 700002, ...). Beside the 
 two baselines on the same clips: copying the first mask to every frame, and one step of the
 model with the true previous frame as its only prompt (mean IoU against the truth, with what
 copying that previous mask scores): a model below its copy baseline has not learnt to follow
-objects. Prints a table and writes benchmarks/results/bench_synthetic.json.
+objects. With --tune N it also runs each clip with a prompt tuned for N steps on the true masks of
+--tune-frames (in-context tuning, `seggpt-video tune`) added to the plain prompts.
+Prints a table and writes benchmarks/results/bench_synthetic.json.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from seggpt_video.objects import ObjectPalette  # noqa: E402
 from seggpt_video.predictor import SegGPTPredictor, tune_cpu_runtime  # noqa: E402
 from seggpt_video.training.demo import score_clip, segment_clip, write_synthetic_clip  # noqa: E402
 from seggpt_video.training.synthetic import make_clip  # noqa: E402
+from seggpt_video.training.tuning import tune_prompt  # noqa: E402
 
 FIRST_SEED = 700_001
 
@@ -72,8 +75,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4, help="number of clips")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--memory", type=int, default=8)
+    parser.add_argument("--tune", type=int, default=0, help="tuning steps (0: no tuning)")
+    parser.add_argument("--tune-frames", default="0,5,10", help="frames whose masks tune")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    tune_frames = [int(i) for i in args.tune_frames.split(",")]
 
     tune_cpu_runtime()
     if args.checkpoint is not None:
@@ -93,17 +99,30 @@ def main() -> None:
             baseline = score_clip(clip, copy_first_mask(clip, scratch / "copy"))
             frames, labels = make_clip(seed, args.frames, 96, 128, 2)
             step_model, step_copy = one_step(predictor, frames, labels)
-            rows.append(
-                {
-                    "seed": seed,
-                    "J&F": scores["J&F-Mean"],
-                    "J": scores["J-Mean"],
-                    "F": scores["F-Mean"],
-                    "copy first J&F": baseline["J&F-Mean"],
-                    "one-step IoU": step_model,
-                    "copy previous IoU": step_copy,
-                }
-            )
+            row = {
+                "seed": seed,
+                "J&F": scores["J&F-Mean"],
+                "J": scores["J-Mean"],
+                "F": scores["F-Mean"],
+                "copy first J&F": baseline["J&F-Mean"],
+                "one-step IoU": step_model,
+                "copy previous IoU": step_copy,
+            }
+            if args.tune:
+                tuned, _ = tune_prompt(
+                    predictor,
+                    [frames[i] for i in tune_frames],
+                    [labels[i] for i in tune_frames],
+                    steps=args.tune,
+                    progress=False,
+                )
+                tuned_options = SegmenterOptions(
+                    memory=args.memory, extra_prompts=tuned.to_prompts()
+                )
+                folder = scratch / "tuned"
+                segment_clip(clip, predictor, folder, tuned_options, ("davis",))
+                row["tuned J&F"] = score_clip(clip, folder)["J&F-Mean"]
+            rows.append(row)
     columns = list(rows[0])
     mean = {"seed": "mean", **{c: float(np.mean([r[c] for r in rows])) for c in columns[1:]}}
     print_table(f"{weights}, memory {args.memory}, {args.frames} frames", [*rows, mean], columns)

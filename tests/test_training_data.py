@@ -127,10 +127,10 @@ def test_degraded_prompt_keeps_its_objects_near_where_they_were():
         for k in (1, 2):
             rows, cols = np.nonzero(degraded == k)
             true_rows, true_cols = np.nonzero(ids == k)
-            # Shift (2 px) plus a coarser grid (up to 4 px) moves an outline by at most 6 px.
-            assert abs(rows.min() - true_rows.min()) <= 6 and abs(cols.max() - true_cols.max()) <= 6
+            # Erosion or dilation (3 px), shift (2 px) and a coarser grid (4 px): at most 9 px.
+            assert abs(rows.min() - true_rows.min()) <= 9 and abs(cols.max() - true_cols.max()) <= 9
         changed += not np.array_equal(degraded, ids)
-    assert changed >= 30  # both steps skipped, or a no-op shift: about 1 in 8
+    assert changed >= 40  # every step skipped, or no-ops: rare
 
 
 def test_prompt_noise_degrades_only_prompts_of_whole_query_pairs():

@@ -261,16 +261,38 @@ def query_half_mask(rows: int, cols: int) -> np.ndarray:
     return mask.reshape(-1)
 
 
+def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of a bool (H, W) mask by a (2r + 1) square."""
+    padded = np.pad(mask, radius)
+    height, width = mask.shape
+    grown = np.zeros_like(mask)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            grown |= padded[dy : dy + height, dx : dx + width]
+    return grown
+
+
 def degrade_prompt(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Object ids (S, S) as the model's own earlier prediction might have them: shifted by up to
-    two pixels and/or with an outline from a 2x or 4x coarser grid.
+    """Object ids (S, S) as the model's own earlier prediction might have them: each object
+    eroded or dilated by 1-3 pixels, shifted by up to two pixels, and/or with an outline from a
+    2x or 4x coarser grid.
 
     In a video most prompts are the model's own predictions. Trained only on true prompt masks,
-    the model learns to trust the prompt's outline and its errors pile up frame after frame;
-    from degraded prompts it learns to take the outline from the query image.
+    the model learns to trust the prompt's outline, and its errors pile up frame after frame (a
+    model trained so shrank every object a little more each frame: README, Training); from
+    degraded prompts it learns to take the outline from the query image.
     """
     height, width = ids.shape
-    out = ids
+    out = ids.copy()
+    for k in np.unique(ids[ids > 0]):
+        change = rng.random()
+        radius = int(rng.integers(1, 4))
+        if change < 0.35:  # erode: pixels near the outline become background (never all)
+            rim = (out == k) & _grow(out != k, radius)
+            if rim.sum() < (out == k).sum():
+                out[rim] = 0
+        elif change < 0.7:  # dilate into the background
+            out[_grow(out == k, radius) & (out == 0)] = k
     if rng.random() < 0.7:
         dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
         shifted = np.zeros_like(out)
