@@ -11,6 +11,8 @@ machine's fp32/bf16 matmul peak (large GEMMs) is measured in the same run, befor
 "ours, query half per prompt" (--ablate, several prompts) turns off computing each query half once
 per query, to measure what that sharing gains; "ours, bias as mask" (--ablate, bf16/fp16) passes
 the position bias as the attention mask, as fp32 does, instead of folding it into q and k.
+"floor" (--floor) replays only the forward's matmuls, convolutions and attention (no bias, true
+head size) on their recorded inputs: no exact implementation can be faster than that.
 The reference is transformers' SegGptForImageSegmentation holding the same weights, same inputs.
 Prints a table and writes benchmarks/results/bench_model[_<preset>].json.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -124,6 +127,58 @@ def our_case(model, device, dtype_name, batch, prompts, flops, variant: str = ""
     return Case(names[variant], dtype_name, batch, prompts, run, flops)
 
 
+FLOOR_OPS = {  # as the dispatcher shows them under inference mode (composites not decomposed)
+    torch.ops.aten.linear.default,
+    torch.ops.aten.conv2d.default,
+    torch.ops.aten.matmul.default,
+    torch.ops.aten.scaled_dot_product_attention.default,
+}
+
+
+class _RecordOps(TorchDispatchMode):
+    """Keeps every matmul, convolution and fused attention call of a forward, with its inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in FLOOR_OPS:
+            self.calls.append((func, args, kwargs))
+        return func(*args, **kwargs)
+
+
+def floor_case(model, device, dtype_name, batch, prompts, flops) -> Case:
+    """The product path's matmuls, convolutions and attention alone, replayed on their own inputs.
+
+    Attention is replayed with no bias and the true head size (the cheapest exact attention
+    there is), so its time is a floor: what the forward would take if every other operation
+    (bias, norms, activations, copies) were free. Any implementation computing the same network
+    pays at least this much.
+    """
+    dtype = DTYPES[dtype_name]
+    predictor = SegGPTPredictor(copy.deepcopy(model), device, dtype)
+    prompt, queries = inputs(model.config.prompt_size, batch, prompts, device, dtype)
+    head_dim = model.config.head_dim
+    recorder = _RecordOps()
+    with torch.inference_mode(), recorder:
+        predictor.paint(prompt, queries)
+    calls = []
+    for func, args, kwargs in recorder.calls:
+        if func is torch.ops.aten.scaled_dot_product_attention.default:
+            args = tuple(t[..., :head_dim].contiguous() for t in args[:3])
+            kwargs = {"scale": head_dim**-0.5}
+        calls.append((func, args, kwargs))
+
+    @torch.inference_mode()
+    def run():
+        for func, args, kwargs in calls:
+            func(*args, **kwargs)
+
+    return Case("floor: matmuls + attention alone", dtype_name, batch, prompts, run, flops)
+
+
 def reference_case(model, device, dtype_name, flops) -> Case:
     from oracle import oracle_from
 
@@ -158,6 +213,9 @@ def main() -> None:
     parser.add_argument(
         "--ablate", action="store_true", help="also time without query sharing / folded bias"
     )
+    parser.add_argument(
+        "--floor", action="store_true", help="also time the matmuls and attention alone"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip transformers")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
@@ -182,6 +240,8 @@ def main() -> None:
                     cases.append(
                         our_case(model, device, dtype_name, batch, prompts, flops, "reuse")
                     )
+                if args.floor:
+                    cases.append(floor_case(model, device, dtype_name, batch, prompts, flops))
                 if args.ablate and dtype_name != "fp32":
                     cases.append(our_case(model, device, dtype_name, batch, prompts, flops, "bias"))
                 if args.ablate and prompts > 1:
