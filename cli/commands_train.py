@@ -21,23 +21,23 @@ def train(
         str, typer.Option(help="Model preset to train from scratch.")
     ] = "seggpt-tiny",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 1800,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 8,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 6e-4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 8e-4,
     warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps.")] = 100,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
     half_mask_ratio: Annotated[
         float,
         typer.Option(min=0.0, max=1.0, help="Share of pairs whose whole query mask is hidden."),
-    ] = 0.6,
+    ] = 0.85,
     prompt_noise: Annotated[
         float,
         typer.Option(
             min=0.0,
             max=1.0,
-            help="Share of whole-query pairs whose prompt mask is shifted/coarsened, as the "
-            "model's own predictions are when they become prompts.",
+            help="Share of whole-query pairs whose prompt mask is degraded (eroded, dilated, "
+            "shifted, coarsened), as the model's own predictions are when they become prompts.",
         ),
-    ] = 0.0,
+    ] = 0.5,
     davis: Annotated[
         list[Path] | None,
         typer.Option(
@@ -46,7 +46,7 @@ def train(
     ] = None,
     davis_weight: Annotated[
         float, typer.Option(min=0.0, help="Sampling weight of DAVIS pairs.")
-    ] = 0.3,
+    ] = 0.1,
     synthetic_weight: Annotated[
         float, typer.Option(min=0.0, help="Sampling weight of synthetic pairs.")
     ] = 1.0,
