@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--model", default="seggpt-tiny")
     parser.add_argument("--checkpoint", type=Path, default=None, help=".safetensors or train .pt")
     parser.add_argument("--seeds", type=int, default=4, help="number of clips")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--memory", type=int, default=8)
     parser.add_argument("--tune", type=int, default=0, help="tuning steps (0: no tuning)")
@@ -92,7 +93,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             clip = write_synthetic_clip(scratch / "clips", seed, num_frames=args.frames)
             predicted = segment_clip(clip, predictor, scratch / "model", options, ("davis",))
             scores = score_clip(clip, predicted.parent)
