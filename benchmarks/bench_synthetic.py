@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=FIRST_SEED)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--memory", type=int, default=8)
+    parser.add_argument("--per-object", action="store_true", help="one pass per object")
     parser.add_argument("--tune", type=int, default=0, help="tuning steps (0: no tuning)")
     parser.add_argument("--tune-frames", default="0,5,10", help="frames whose masks tune")
     parser.add_argument("--json", type=Path, default=None)
@@ -88,7 +89,7 @@ def main() -> None:
     else:
         model, weights = load_model(args.model), args.model
     predictor = SegGPTPredictor(model, "cpu", torch.float32)
-    options = SegmenterOptions(memory=args.memory)
+    options = SegmenterOptions(memory=args.memory, per_object=args.per_object)
     rows = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
