@@ -242,7 +242,7 @@ class PatchEmbed(nn.Module):
 
         Contiguous once here: a permuted view would carry its channel-first layout through every
         residual add of every block (strided adds, and a copy before each LayerNorm: ViT-L bf16
-        1.52 -> 1.26 s per frame; measured: README, Speed).
+        1.52 -> 1.29 s per frame; measured: README, Speed).
         """
         return self.proj(x).permute(0, 2, 3, 1).contiguous()
 

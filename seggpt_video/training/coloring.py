@@ -58,19 +58,22 @@ def coloring_step(model: SegGPT, batch: Batch, bf16: bool) -> torch.Tensor:
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run (saved in the checkpoint; a resume must match)."""
+    """Everything that decides a training run (saved in the checkpoint; a resume must match).
+
+    The data and optimiser defaults are the packaged seggpt-tiny's recipe (README, Training).
+    """
 
     preset: str = "seggpt-tiny"
     steps: int = 6000
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 8e-4
     min_lr: float = 1e-5
     weight_decay: float = 0.05
-    warmup: int = 200
-    half_mask_ratio: float = 0.5
-    prompt_noise: float = 0.0  # see pairs.degrade_prompt
+    warmup: int = 100
+    half_mask_ratio: float = 0.85
+    prompt_noise: float = 0.5  # see pairs.degrade_prompt
     davis: list[str] = field(default_factory=list)
-    davis_weight: float = 0.3
+    davis_weight: float = 0.1
     synthetic_weight: float = 1.0
     seed: int = 0
     bf16: bool = False
