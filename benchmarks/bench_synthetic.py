@@ -30,24 +30,20 @@ from bench_accuracy import load_weights  # noqa: E402
 
 from seggpt_video.engine import SegmenterOptions  # noqa: E402
 from seggpt_video.evaluation.metrics import region_similarity  # noqa: E402
-from seggpt_video.io.masks import read_mask, write_palette_png  # noqa: E402
 from seggpt_video.model import load_model  # noqa: E402
 from seggpt_video.objects import ObjectPalette  # noqa: E402
 from seggpt_video.predictor import SegGPTPredictor, tune_cpu_runtime  # noqa: E402
-from seggpt_video.training.demo import score_clip, segment_clip, write_synthetic_clip  # noqa: E402
+from seggpt_video.training.demo import (  # noqa: E402
+    copy_first_mask,
+    score_clip,
+    segment_clip,
+    write_synthetic_clip,
+)
 from seggpt_video.training.synthetic import make_clip  # noqa: E402
 from seggpt_video.training.tuning import tune_prompt  # noqa: E402
 
 FIRST_SEED = 700_001
-
-
-def copy_first_mask(clip, folder: Path) -> Path:
-    """The baseline that never looks at the video: frame 0's mask for every frame."""
-    truth = sorted(clip.ground_truth.glob("*.png"))
-    first = read_mask(truth[0])
-    for path in truth:
-        write_palette_png(folder / clip.name / path.name, first)
-    return folder
+HEIGHT, WIDTH, OBJECTS = 96, 128, 2  # the clips of the README's tables
 
 
 def one_step(predictor: SegGPTPredictor, frames: np.ndarray, labels: np.ndarray) -> tuple:
@@ -95,11 +91,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            clip = write_synthetic_clip(scratch / "clips", seed, num_frames=args.frames)
+            clip = write_synthetic_clip(
+                scratch / "clips", seed, args.frames, HEIGHT, WIDTH, OBJECTS
+            )
             predicted = segment_clip(clip, predictor, scratch / "model", options, ("davis",))
             scores = score_clip(clip, predicted.parent)
             baseline = score_clip(clip, copy_first_mask(clip, scratch / "copy"))
-            frames, labels = make_clip(seed, args.frames, 96, 128, 2)
+            # The same clip's raw frames and ids (the mp4 is lossy) for one-step and tuning.
+            frames, labels = make_clip(seed, args.frames, HEIGHT, WIDTH, OBJECTS)
             step_model, step_copy = one_step(predictor, frames, labels)
             row = {
                 "seed": seed,

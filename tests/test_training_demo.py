@@ -6,11 +6,15 @@ import torch
 from typer.testing import CliRunner
 
 from seggpt_video.cli.app import app
-from seggpt_video.io.masks import read_mask, write_palette_png
 from seggpt_video.model import build_model, save_checkpoint
 from seggpt_video.model.checkpoint import PACKAGED_WEIGHTS, resolve_model
 from seggpt_video.predictor import DEFAULT_MODEL, load_predictor
-from seggpt_video.training.demo import score_clip, segment_clip, write_synthetic_clip
+from seggpt_video.training.demo import (
+    copy_first_mask,
+    score_clip,
+    segment_clip,
+    write_synthetic_clip,
+)
 from seggpt_video.training.tuning import read_tuned_prompt
 
 # Seeds far from any used in training (training batches come from other random streams).
@@ -34,11 +38,8 @@ def test_packaged_model_segments_an_unseen_synthetic_clip(tmp_path):
     predictions = segment_clip(clip, predictor, tmp_path, formats=("davis",))
     scores = score_clip(clip, predictions.parent)
     assert scores["J&F-Mean"] >= 0.7, scores
-    first = read_mask(clip.first_mask)
-    copied = tmp_path / "copied" / clip.name
-    for index in range(12):
-        write_palette_png(copied / f"{index:05d}.png", first)
-    assert scores["J&F-Mean"] > score_clip(clip, copied.parent)["J&F-Mean"] + 0.2
+    copied = copy_first_mask(clip, tmp_path / "copied")
+    assert scores["J&F-Mean"] > score_clip(clip, copied)["J&F-Mean"] + 0.2
 
 
 def test_demo_command_writes_the_clip_masks_overlay_and_prints_jf(tmp_path):

@@ -120,3 +120,16 @@ def score_clip(clip: DemoClip, predictions: Path | str) -> dict[str, float]:
     truth = sorted(clip.ground_truth.glob("*.png"))
     sequence = Sequence(clip.name, tuple(truth), {i: path for i, path in enumerate(truth)})
     return summarize([score_sequence(sequence, Path(predictions))]).global_scores
+
+
+def copy_first_mask(clip: DemoClip, output: Path | str) -> Path:
+    """The baseline that never looks at the video: frame 0's true mask written for every frame.
+
+    Writes ``<output>/<name>/<frame>.png`` like :func:`segment_clip`; returns ``output``.
+    """
+    output = Path(output)
+    truth = sorted(clip.ground_truth.glob("*.png"))
+    first = read_mask(truth[0])
+    for path in truth:
+        write_palette_png(output / clip.name / path.name, first)
+    return output
