@@ -132,7 +132,7 @@ def main() -> None:
         "bench_synthetic",
         {
             "weights": weights,
-            "args": vars(args) | {"checkpoint": str(args.checkpoint)},
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "machine": machine(),
             "clips": rows,
             "mean": mean,

@@ -38,6 +38,17 @@ def train(
             "shifted, coarsened), as the model's own predictions are when they become prompts.",
         ),
     ] = 0.5,
+    ensemble_prompts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Feature-ensemble steps give each query 2 to this many prompts (an early true "
+            "mask and the frames just before the query), as `run` does; 1: no such steps.",
+        ),
+    ] = 1,
+    ensemble_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of steps that are feature-ensemble.")
+    ] = 0.0,
     davis: Annotated[
         list[Path] | None,
         typer.Option(
@@ -96,6 +107,8 @@ def train(
         weight_decay=weight_decay,
         half_mask_ratio=half_mask_ratio,
         prompt_noise=prompt_noise,
+        ensemble_prompts=ensemble_prompts,
+        ensemble_share=ensemble_share,
         davis=[str(p.resolve()) for p in davis],
         davis_weight=davis_weight,
         synthetic_weight=synthetic_weight,

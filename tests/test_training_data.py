@@ -17,8 +17,12 @@ from seggpt_video.training.pairs import (
     SyntheticPairs,
     block_mask,
     degrade_prompt,
+    group_positions,
     make_batch,
+    make_group_batch,
+    paint_frames,
     paint_pair,
+    query_half_mask,
     target_mask,
 )
 from seggpt_video.training.synthetic import make_clip, random_scene, render
@@ -170,3 +174,59 @@ def test_davis_pairs_read_a_davis_folder(tmp_path):
 def test_davis_pairs_name_the_folder_when_it_is_not_davis(tmp_path):
     with pytest.raises(UserError, match="JPEGImages"):
         DavisPairs(tmp_path, size=16)
+
+
+def test_group_positions_are_an_earlier_frame_then_the_frames_just_before_the_query():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        query, positions = group_positions(rng, 4, 30)
+        assert 1 <= query < 30 and len(positions) == 4
+        assert 0 <= positions[0] < query
+        recent = positions[1:]
+        stride = query - recent[0]
+        assert stride in (1, 2) or recent[0] == 0
+        assert recent == [max(0, query - stride * k) for k in (1, 2, 3)]
+
+
+def test_paint_frames_gives_an_object_one_colour_in_every_frame():
+    a = np.array([[0, 1], [2, 2]], np.uint8)
+    b = np.array([[2, 0], [0, 3]], np.uint8)
+    painted = paint_frames([a, b], {}, INSTANCE, np.random.default_rng(0))
+    np.testing.assert_array_equal(painted[0][1, 0], painted[1][0, 0])  # object 2
+    assert not painted[0][0, 0].any() and not painted[1][0, 1].any()  # background black
+    colours = {tuple(painted[0][0, 1]), tuple(painted[0][1, 0]), tuple(painted[1][1, 1])}
+    assert len(colours) == 3
+
+
+def test_group_batch_holds_queries_with_their_prompts_query_major():
+    rng = np.random.default_rng(5)
+    batch = make_group_batch([SyntheticPairs(32)], [1.0], 7, 3, (8, 4), rng)
+    assert batch.prompts == 3 and batch.imgs.shape == (6, 3, 64, 32)  # two queries of three
+    queries = batch.imgs[:, :, 32:]
+    assert torch.equal(queries[0], queries[2]) and torch.equal(queries[3], queries[5])
+    assert not torch.equal(queries[0], queries[3])
+    assert torch.equal(batch.tgts[0, :, 32:], batch.tgts[2, :, 32:])  # one painted query
+    assert batch.seg_type[0] == batch.seg_type[2] and batch.seg_type[3] == batch.seg_type[5]
+    hidden = torch.from_numpy(query_half_mask(8, 4))
+    assert all(torch.equal(row, hidden) for row in batch.bool_masked_pos)
+
+
+def test_group_noise_spares_the_annotated_prompt_and_the_query():
+    def batch(noise: float):
+        rng = np.random.default_rng(11)
+        return make_group_batch([SyntheticPairs(32)], [1.0], 8, 4, (8, 4), rng, noise)
+
+    clean, noisy = batch(0.0), batch(1.0)
+    assert torch.equal(clean.imgs, noisy.imgs)
+    assert torch.equal(clean.tgts[:, :, 32:], noisy.tgts[:, :, 32:])
+    first = slice(None, None, 4)  # the annotated prompt of each query keeps its true mask
+    assert torch.equal(clean.tgts[first], noisy.tgts[first])
+    assert not torch.equal(clean.tgts[1:4, :, :32], noisy.tgts[1:4, :, :32])
+
+
+def test_davis_groups_are_frames_of_one_sequence(tmp_path):
+    _write_davis(tmp_path, sequences=1, frames=6)
+    group = DavisPairs(tmp_path, size=16).sample_group(np.random.default_rng(2), 3)
+    assert len(group.prompt_images) == len(group.prompt_ids) == 3
+    assert group.query_image.shape == (16, 16, 3) and group.query_ids.shape == (16, 16)
+    assert group.prompt_ids[0].any()

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from seggpt_video.cli.app import app
 from seggpt_video.errors import UserError
-from seggpt_video.model import load_checkpoint
+from seggpt_video.model import build_model, load_checkpoint
 from seggpt_video.training.coloring import (
     CHECKPOINT,
     FINAL,
     LOG,
     TrainConfig,
+    coloring_step,
     learning_rate,
     masked_patch_loss,
     schedule_progress,
     train,
 )
+from seggpt_video.training.pairs import SyntheticPairs, make_group_batch
 from seggpt_video.training.tuning import export_weights
 
 
@@ -137,3 +140,29 @@ def test_second_phase_starts_from_the_given_weights(tmp_path):
     torch.testing.assert_close(
         load_checkpoint(second).state_dict(), load_checkpoint(first).state_dict()
     )
+
+
+def test_ensemble_step_trains_the_release_feature_ensemble_forward():
+    torch.manual_seed(0)
+    model = build_model("test-small")
+    grid = model.config.grid
+    batch = make_group_batch([SyntheticPairs(32)], [1.0], 3, 3, grid, np.random.default_rng(1))
+    loss = coloring_step(model, batch, bf16=False)
+    # One query with three prompts: the release's forward with feature_ensemble=True.
+    painted = model(batch.imgs, batch.tgts, batch.bool_masked_pos, batch.seg_type, True)
+    expected = masked_patch_loss(painted[:1], batch.tgts[:1], batch.bool_masked_pos[:1], 8)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None for p in model.blocks[0].parameters())
+
+
+def test_train_mixes_ensemble_steps_in(tmp_path):
+    config = TrainConfig(
+        preset="test-small",
+        steps=4,
+        batch_size=4,
+        warmup=1,
+        ensemble_prompts=3,
+        ensemble_share=0.5,
+    )
+    assert train(config, tmp_path, log_every=1, progress=False) == tmp_path / FINAL

@@ -25,7 +25,13 @@ from tqdm import tqdm
 
 from seggpt_video.errors import UserError
 from seggpt_video.model import SegGPT, build_model, load_checkpoint, save_checkpoint
-from seggpt_video.training.pairs import Batch, DavisPairs, SyntheticPairs, make_batch
+from seggpt_video.training.pairs import (
+    Batch,
+    DavisPairs,
+    SyntheticPairs,
+    make_batch,
+    make_group_batch,
+)
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -49,10 +55,16 @@ def masked_patch_loss(
 def coloring_step(model: SegGPT, batch: Batch, bf16: bool) -> torch.Tensor:
     """Forward one batch and return the loss (fp32 scalar)."""
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    # With feature ensemble the prompts of a query share its painted query half: decode it once,
+    # from the first prompt, as the predictor does.
+    first = slice(None, None, batch.prompts)
     with autocast:
-        prediction = model(batch.imgs, batch.tgts, batch.bool_masked_pos, batch.seg_type)
+        features = model.forward_features(
+            batch.imgs, batch.tgts, batch.bool_masked_pos, batch.seg_type, batch.prompts
+        )
+        prediction = model.forward_decoder([f[first] for f in features])
     return masked_patch_loss(
-        prediction.float(), batch.tgts, batch.bool_masked_pos, model.config.patch_size
+        prediction.float(), batch.tgts[first], batch.bool_masked_pos[first], model.config.patch_size
     )
 
 
@@ -72,6 +84,10 @@ class TrainConfig:
     warmup: int = 100
     half_mask_ratio: float = 0.85
     prompt_noise: float = 0.5  # see pairs.degrade_prompt
+    # Feature-ensemble steps (pairs.make_group_batch): this share of the steps gives each query
+    # 2 to ``ensemble_prompts`` prompts, as the engine does with its memory; 1 turns them off.
+    ensemble_prompts: int = 1
+    ensemble_share: float = 0.0
     davis: list[str] = field(default_factory=list)
     davis_weight: float = 0.1
     synthetic_weight: float = 1.0
@@ -113,6 +129,31 @@ def build_sources(config: TrainConfig, size: int) -> tuple[list, list[float]]:
     if not sources:
         raise UserError("train: no data (synthetic weight is 0 and no --davis folder given)")
     return sources, weights
+
+
+def next_batch(
+    config: TrainConfig,
+    sources: list,
+    weights: list[float],
+    grid: tuple[int, int],
+    rng: np.random.Generator,
+) -> Batch:
+    """One step's batch: pairs, or (``ensemble_share`` of the steps) feature-ensemble groups."""
+    ensemble = config.ensemble_prompts > 1 and rng.random() < config.ensemble_share
+    if ensemble:
+        prompts = int(rng.integers(2, config.ensemble_prompts + 1))
+        return make_group_batch(
+            sources, weights, config.batch_size, prompts, grid, rng, config.prompt_noise
+        )
+    return make_batch(
+        sources,
+        weights,
+        config.batch_size,
+        grid,
+        rng,
+        config.half_mask_ratio,
+        config.prompt_noise,
+    )
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -199,15 +240,7 @@ def train(
             # The batch depends only on (seed, step): a resumed run sees the same data.
             now = time.monotonic()
             rng = np.random.default_rng([config.seed, step])
-            batch = make_batch(
-                sources,
-                weights,
-                config.batch_size,
-                model.config.grid,
-                rng,
-                config.half_mask_ratio,
-                config.prompt_noise,
-            )
+            batch = next_batch(config, sources, weights, model.config.grid, rng)
             lr = learning_rate(config, step, schedule_progress(config, step, now - start))
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -5,6 +5,9 @@ two frames of one synthetic clip (:class:`SyntheticPairs`) or of one DAVIS seque
 (:class:`DavisPairs`). :func:`make_batch` paints both masks with colours drawn afresh for every
 pair (the same object or class gets the same colour in prompt and query), stacks prompt over
 query, normalises, and picks which target patches are hidden behind the mask token.
+A source also yields a :class:`Group`: one query with the prompts a video engine gives it (an
+early annotated frame and the frames just before the query), which :func:`make_group_batch`
+turns into a feature-ensemble batch.
 """
 
 from __future__ import annotations
@@ -38,6 +41,33 @@ class Pair:
     classes: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass
+class Group:
+    """A query and its prompts as in a video: ``prompt_images[0]`` an earlier "annotated" frame,
+    the others the frames just before the query, nearest first. Arrays as in :class:`Pair`.
+    """
+
+    prompt_images: list[np.ndarray]
+    prompt_ids: list[np.ndarray]
+    query_image: np.ndarray
+    query_ids: np.ndarray
+    classes: dict[int, int] = field(default_factory=dict)
+
+
+def group_positions(rng: np.random.Generator, prompts: int, length: int) -> tuple[int, list[int]]:
+    """Frame indices for a group in a clip of ``length`` frames: the query, then its prompts.
+
+    The first prompt is frame 0 or any frame before the query (the annotated one); the others are
+    the ``prompts - 1`` frames just before the query, 1-2 frames apart (the engine's recent memory;
+    near the start of a clip they repeat frame 0, as the engine's memory is then short).
+    """
+    query = int(rng.integers(1, length))
+    stride = int(rng.integers(1, 3))
+    recent = [max(0, query - stride * k) for k in range(1, prompts)]
+    annotated = 0 if rng.random() < 0.5 else int(rng.integers(0, query))
+    return query, [annotated, *recent]
+
+
 class SyntheticPairs:
     """Pairs of frames of random synthetic clips (see :mod:`synthetic`), size x size pixels."""
 
@@ -63,6 +93,29 @@ class SyntheticPairs:
         query_image, query_ids = render(scene, t1, self.size, self.size, rng)
         classes = {k + 1: obj.shape_class for k, obj in enumerate(scene.objects)}
         return Pair(prompt_image, prompt_ids, query_image, query_ids, classes)
+
+    def sample_group(self, rng: np.random.Generator, prompts: int) -> Group:
+        """A query and ``prompts`` prompts from one clip of 20-60 frames (see group_positions)."""
+        num_objects = int(rng.integers(1, self.max_objects + 1))
+        length = int(rng.integers(20, 61))
+        while True:
+            scene = random_scene(rng, num_objects, motion=float(rng.uniform(0.3, 1.3)))
+            query, positions = group_positions(rng, prompts, length)
+            first_image, first_ids = render(scene, positions[0] / (length - 1), *self._side, rng)
+            if first_ids.any():
+                break
+        images, ids = [first_image], [first_ids]
+        for position in positions[1:]:
+            image, labels = render(scene, position / (length - 1), *self._side, rng)
+            images.append(image)
+            ids.append(labels)
+        query_image, query_ids = render(scene, query / (length - 1), *self._side, rng)
+        classes = {k + 1: obj.shape_class for k, obj in enumerate(scene.objects)}
+        return Group(images, ids, query_image, query_ids, classes)
+
+    @property
+    def _side(self) -> tuple[int, int]:
+        return self.size, self.size
 
 
 class DavisPairs:
@@ -118,6 +171,23 @@ class DavisPairs:
         # One object per DAVIS 2016 sequence; in DAVIS 2017 each id is its own class.
         classes = {int(i): int(i) for i in np.unique(prompt_ids) if i}
         return Pair(prompt_image, prompt_ids, query_image, query_ids, classes)
+
+    def sample_group(self, rng: np.random.Generator, prompts: int) -> Group:
+        """A query and ``prompts`` prompts of one sequence (see group_positions)."""
+        while True:
+            frames, masks = self.sequences[rng.integers(len(self.sequences))]
+            length = min(len(frames), self.max_gap + 1)
+            offset = int(rng.integers(len(frames) - length + 1))
+            query, positions = group_positions(rng, prompts, length)
+            query, positions = query + offset, [p + offset for p in positions]
+            if masks[positions[0]].any():
+                break
+        box = _random_box(masks[positions[0]].shape, rng)
+        flip = rng.random() < 0.5
+        crops = [_crop(frames[i], masks[i], box, self.size, flip) for i in [*positions, query]]
+        classes = {int(i): int(i) for i in np.unique(masks[positions[0]]) if i}
+        images, ids = [c[0] for c in crops], [c[1] for c in crops]
+        return Group(images[:-1], ids[:-1], images[-1], ids[-1], classes)
 
 
 def _single_subfolder(folder: Path, name: str | None) -> Path:
@@ -204,17 +274,24 @@ def paint_pair(
 
     seg_type 1 (instance): a colour per object; 0 (semantic): a colour per class.
     """
-    present = set(np.unique(pair.prompt_ids)) | set(np.unique(pair.query_ids))
+    prompt, query = paint_frames([pair.prompt_ids, pair.query_ids], pair.classes, seg_type, rng)
+    return prompt, query
+
+
+def paint_frames(
+    ids: list[np.ndarray], classes: dict[int, int], seg_type: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Object ids (S, S) of frames of one scene -> painted masks (S, S, 3) uint8, with colours
+    drawn afresh but the same in every frame; see :func:`paint_pair`."""
+    present = set().union(*(np.unique(frame_ids).tolist() for frame_ids in ids))
     object_ids = sorted(int(i) for i in present - {0})
-    groups = [
-        pair.classes.get(int(i), int(i)) if seg_type == SEMANTIC else int(i) for i in object_ids
-    ]
+    groups = [classes.get(i, i) if seg_type == SEMANTIC else i for i in object_ids]
     distinct = sorted(set(groups))
     colours = random_colours(len(distinct), rng) if distinct else np.zeros((0, 3), np.uint8)
     lookup = np.zeros((256, 3), dtype=np.uint8)
     for object_id, group in zip(object_ids, groups):
         lookup[object_id] = colours[distinct.index(group)]
-    return lookup[pair.prompt_ids], lookup[pair.query_ids]
+    return [lookup[frame_ids] for frame_ids in ids]
 
 
 # -- masking of the target ------------------------------------------------------------------------
@@ -310,12 +387,17 @@ def degrade_prompt(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # -- batches --------------------------------------------------------------------------------------
 @dataclass
 class Batch:
-    """Model inputs and the painted targets; normalised (N, 3, 2S, S), masks (N, L) bool."""
+    """Model inputs and the painted targets; normalised (N, 3, 2S, S), masks (N, L) bool.
+
+    ``prompts`` > 1: the items are N / prompts queries, each with that many prompts (query-major),
+    for feature ensemble.
+    """
 
     imgs: torch.Tensor
     tgts: torch.Tensor
     bool_masked_pos: torch.Tensor
     seg_type: torch.Tensor
+    prompts: int = 1
 
 
 def normalise(pixels: np.ndarray) -> torch.Tensor:
@@ -361,4 +443,48 @@ def make_batch(
         tgts=normalise(np.stack(targets)),
         bool_masked_pos=torch.from_numpy(np.stack(masked)),
         seg_type=torch.tensor(seg_types),
+    )
+
+
+def make_group_batch(
+    sources: list,
+    weights: list[float],
+    items: int,
+    prompts: int,
+    grid: tuple[int, int],
+    rng: np.random.Generator,
+    prompt_noise: float = 0.0,
+) -> Batch:
+    """A feature-ensemble batch: ``items // prompts`` queries (at least one), each hidden whole
+    and prompted by one :class:`Group` of ``prompts`` frames, as the engine prompts a video frame.
+
+    The first prompt keeps its true mask (the user's annotation); each other prompt's mask is
+    degraded (:func:`degrade_prompt`) with probability ``prompt_noise``, as the model's own
+    earlier predictions are.
+    """
+    probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
+    hidden = query_half_mask(*grid)
+    images, targets, seg_types = [], [], []
+    for _ in range(max(1, items // prompts)):
+        source = sources[rng.choice(len(sources), p=probabilities)]
+        group = source.sample_group(rng, prompts)
+        seg_type = int(rng.integers(2))
+        noise_rng = np.random.default_rng(rng.integers(2**63))
+        prompt_ids = [group.prompt_ids[0]] + [
+            degrade_prompt(ids, noise_rng) if noise_rng.random() < prompt_noise else ids
+            for ids in group.prompt_ids[1:]
+        ]
+        *prompt_masks, query_mask = paint_frames(
+            [*prompt_ids, group.query_ids], group.classes, seg_type, rng
+        )
+        for image, mask in zip(group.prompt_images, prompt_masks):
+            images.append(np.concatenate([image, group.query_image], axis=0))
+            targets.append(np.concatenate([mask, query_mask], axis=0))
+            seg_types.append(seg_type)
+    return Batch(
+        imgs=normalise(np.stack(images)),
+        tgts=normalise(np.stack(targets)),
+        bool_masked_pos=torch.from_numpy(hidden).expand(len(images), -1).clone(),
+        seg_type=torch.tensor(seg_types),
+        prompts=prompts,
     )
