@@ -15,6 +15,7 @@ from seggpt_video.training.pairs import (
     DavisPairs,
     Pair,
     SyntheticPairs,
+    rescale_objects,
     block_mask,
     degrade_prompt,
     group_positions,
@@ -23,7 +24,6 @@ from seggpt_video.training.pairs import (
     paint_frames,
     paint_pair,
     query_half_mask,
-    rescale_objects,
     target_mask,
 )
 from seggpt_video.training.synthetic import make_clip, random_scene, render
