@@ -38,19 +38,6 @@ def train(
             "shifted, coarsened), as the model's own predictions are when they become prompts.",
         ),
     ] = 0.5,
-    prompt_scale: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Share of degraded prompts whose objects are first scaled by 0.8-1.25, as "
-            "when an object grows or shrinks between frames.",
-        ),
-    ] = 0.0,
-    same_moment: Annotated[
-        float,
-        typer.Option(min=0.0, max=0.6, help="Share of synthetic pairs that show one moment twice."),
-    ] = 0.2,
     ensemble_prompts: Annotated[
         int,
         typer.Option(
@@ -120,8 +107,6 @@ def train(
         weight_decay=weight_decay,
         half_mask_ratio=half_mask_ratio,
         prompt_noise=prompt_noise,
-        prompt_scale=prompt_scale,
-        same_moment=same_moment,
         ensemble_prompts=ensemble_prompts,
         ensemble_share=ensemble_share,
         davis=[str(p.resolve()) for p in davis],

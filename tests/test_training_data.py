@@ -15,7 +15,6 @@ from seggpt_video.training.pairs import (
     DavisPairs,
     Pair,
     SyntheticPairs,
-    rescale_objects,
     block_mask,
     degrade_prompt,
     group_positions,
@@ -231,29 +230,3 @@ def test_davis_groups_are_frames_of_one_sequence(tmp_path):
     assert len(group.prompt_images) == len(group.prompt_ids) == 3
     assert group.query_image.shape == (16, 16, 3) and group.query_ids.shape == (16, 16)
     assert group.prompt_ids[0].any()
-
-
-def test_rescaled_prompt_objects_keep_their_centre_and_change_size():
-    ids = np.zeros((64, 64), np.uint8)
-    ids[10:30, 10:30] = 1
-    ids[40:52, 36:60] = 2
-    rng = np.random.default_rng(4)
-    areas = []
-    for _ in range(20):
-        scaled = rescale_objects(ids, rng)
-        for k in (1, 2):
-            rows, cols = np.nonzero(scaled == k)
-            true_rows, true_cols = np.nonzero(ids == k)
-            assert abs(rows.mean() - true_rows.mean()) < 1.5
-            assert abs(cols.mean() - true_cols.mean()) < 1.5
-            areas.append(len(rows) / len(true_rows))
-    assert 0.8**2 - 0.05 <= min(areas) < 0.9 and 1.1 < max(areas) <= 1.25**2 + 0.05
-
-
-def test_same_moment_pairs_show_the_objects_where_they_were():
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        pair = SyntheticPairs(32, same_moment=1.0).sample(rng)
-        np.testing.assert_array_equal(pair.prompt_ids, pair.query_ids)
-    moved = [SyntheticPairs(32, same_moment=0.0).sample(rng) for _ in range(10)]
-    assert any(not np.array_equal(p.prompt_ids, p.query_ids) for p in moved)

@@ -84,8 +84,6 @@ class TrainConfig:
     warmup: int = 100
     half_mask_ratio: float = 0.85
     prompt_noise: float = 0.5  # see pairs.degrade_prompt
-    prompt_scale: float = 0.0  # share of degraded prompts whose objects are also rescaled
-    same_moment: float = 0.2  # share of synthetic pairs showing one moment twice
     # Feature-ensemble steps (pairs.make_group_batch): this share of the steps gives each query
     # 2 to ``ensemble_prompts`` prompts, as the engine does with its memory; 1 turns them off.
     ensemble_prompts: int = 1
@@ -123,7 +121,7 @@ def build_sources(config: TrainConfig, size: int) -> tuple[list, list[float]]:
     sources: list = []
     weights: list[float] = []
     if config.synthetic_weight > 0:
-        sources.append(SyntheticPairs(size, same_moment=config.same_moment))
+        sources.append(SyntheticPairs(size))
         weights.append(config.synthetic_weight)
     for root in config.davis:
         sources.append(DavisPairs(root, size))
@@ -145,14 +143,7 @@ def next_batch(
     if ensemble:
         prompts = int(rng.integers(2, config.ensemble_prompts + 1))
         return make_group_batch(
-            sources,
-            weights,
-            config.batch_size,
-            prompts,
-            grid,
-            rng,
-            config.prompt_noise,
-            config.prompt_scale,
+            sources, weights, config.batch_size, prompts, grid, rng, config.prompt_noise
         )
     return make_batch(
         sources,
@@ -162,7 +153,6 @@ def next_batch(
         rng,
         config.half_mask_ratio,
         config.prompt_noise,
-        config.prompt_scale,
     )
 
 

@@ -73,10 +73,9 @@ class SyntheticPairs:
 
     name = "synthetic"
 
-    def __init__(self, size: int, max_objects: int = 4, same_moment: float = 0.2) -> None:
+    def __init__(self, size: int, max_objects: int = 4) -> None:
         self.size = size
         self.max_objects = max_objects
-        self.same_moment = same_moment
 
     def sample(self, rng: np.random.Generator) -> Pair:
         num_objects = int(rng.integers(1, self.max_objects + 1))
@@ -84,9 +83,9 @@ class SyntheticPairs:
             scene = random_scene(rng, num_objects, motion=float(rng.uniform(0.3, 1.3)))
             t0, t1 = rng.uniform(0, 1, size=2)
             gap = rng.random()
-            if gap < self.same_moment:  # the same moment (new sensor noise): teaches copying
+            if gap < 0.2:  # the same moment (new sensor noise): teaches copying early on
                 t1 = t0
-            elif gap < self.same_moment + 0.4:  # nearby frames, as the engine's recent memory
+            elif gap < 0.6:  # nearby frames, as the engine's memory of recent predictions
                 t1 = float(np.clip(t0 + rng.normal(0, 0.05), 0, 1))
             prompt_image, prompt_ids = render(scene, t0, self.size, self.size, rng)
             if prompt_ids.any():
@@ -350,31 +349,10 @@ def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
     return grown
 
 
-def rescale_objects(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each object's mask scaled about its centre by a factor in [0.8, 1.25] (nearest pixel)."""
-    height, width = ids.shape
-    rows, cols = np.mgrid[0:height, 0:width]
-    out = np.zeros_like(ids)
-    for k in np.unique(ids[ids > 0]):
-        r, c = np.nonzero(ids == k)
-        centre_r, centre_c = r.mean(), c.mean()
-        factor = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
-        source_r = np.rint(centre_r + (rows - centre_r) / factor).astype(int)
-        source_c = np.rint(centre_c + (cols - centre_c) / factor).astype(int)
-        valid = (source_r >= 0) & (source_r < height) & (source_c >= 0) & (source_c < width)
-        hit = np.zeros_like(valid)
-        hit[valid] = ids[source_r[valid], source_c[valid]] == k
-        out[hit & (out == 0)] = k
-    return out
-
-
-def degrade_prompt(
-    ids: np.ndarray, rng: np.random.Generator, scale_share: float = 0.0
-) -> np.ndarray:
+def degrade_prompt(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Object ids (S, S) as the model's own earlier prediction might have them: each object
-    (with probability ``scale_share`` first scaled by 0.8-1.25 about its centre) eroded or
-    dilated by 1-3 pixels, shifted by up to two pixels, and/or with an outline from a 2x or 4x
-    coarser grid.
+    eroded or dilated by 1-3 pixels, shifted by up to two pixels, and/or with an outline from a
+    2x or 4x coarser grid.
 
     In a video most prompts are the model's own predictions. Trained only on true prompt masks,
     the model learns to trust the prompt's outline, and its errors pile up frame after frame (a
@@ -383,8 +361,6 @@ def degrade_prompt(
     """
     height, width = ids.shape
     out = ids.copy()
-    if scale_share > 0 and rng.random() < scale_share:
-        out = rescale_objects(out, rng)
     for k in np.unique(ids[ids > 0]):
         change = rng.random()
         radius = int(rng.integers(1, 4))
@@ -440,13 +416,11 @@ def make_batch(
     rng: np.random.Generator,
     half_mask_ratio: float = 0.5,
     prompt_noise: float = 0.0,
-    prompt_scale: float = 0.0,
 ) -> Batch:
     """One batch of coloured pairs drawn from ``sources`` in proportion to ``weights``.
 
     prompt_noise: share of the inference-task pairs (whole query hidden) whose prompt mask is
-    degraded (:func:`degrade_prompt`, its objects rescaled in ``prompt_scale`` of those); only
-    there is the prompt half outside the loss.
+    degraded (:func:`degrade_prompt`); only there is the prompt half outside the loss.
     """
     probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
     images, targets, masked, seg_types = [], [], [], []
@@ -458,7 +432,7 @@ def make_batch(
         # Its own stream, so that the noise setting changes nothing else in the batch.
         noise_rng = np.random.default_rng(rng.integers(2**63))
         if np.array_equal(hidden, query_half_mask(*grid)) and noise_rng.random() < prompt_noise:
-            pair.prompt_ids = degrade_prompt(pair.prompt_ids, noise_rng, prompt_scale)
+            pair.prompt_ids = degrade_prompt(pair.prompt_ids, noise_rng)
         prompt_mask, query_mask = paint_pair(pair, seg_type, rng)
         images.append(np.concatenate([pair.prompt_image, pair.query_image], axis=0))
         targets.append(np.concatenate([prompt_mask, query_mask], axis=0))
@@ -480,7 +454,6 @@ def make_group_batch(
     grid: tuple[int, int],
     rng: np.random.Generator,
     prompt_noise: float = 0.0,
-    prompt_scale: float = 0.0,
 ) -> Batch:
     """A feature-ensemble batch: ``items // prompts`` queries (at least one), each hidden whole
     and prompted by one :class:`Group` of ``prompts`` frames, as the engine prompts a video frame.
@@ -498,9 +471,7 @@ def make_group_batch(
         seg_type = int(rng.integers(2))
         noise_rng = np.random.default_rng(rng.integers(2**63))
         prompt_ids = [group.prompt_ids[0]] + [
-            degrade_prompt(ids, noise_rng, prompt_scale)
-            if noise_rng.random() < prompt_noise
-            else ids
+            degrade_prompt(ids, noise_rng) if noise_rng.random() < prompt_noise else ids
             for ids in group.prompt_ids[1:]
         ]
         *prompt_masks, query_mask = paint_frames(
