@@ -21,9 +21,9 @@ def train(
         str, typer.Option(help="Model preset to train from scratch.")
     ] = "seggpt-tiny",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 1800,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 8e-4,
-    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps.")] = 100,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 6e-4,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps.")] = 200,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
     half_mask_ratio: Annotated[
         float,

@@ -77,11 +77,11 @@ class TrainConfig:
 
     preset: str = "seggpt-tiny"
     steps: int = 6000
-    batch_size: int = 16
-    lr: float = 8e-4
+    batch_size: int = 8
+    lr: float = 6e-4
     min_lr: float = 1e-5
     weight_decay: float = 0.05
-    warmup: int = 100
+    warmup: int = 200
     half_mask_ratio: float = 0.85
     prompt_noise: float = 0.5  # see pairs.degrade_prompt
     # Feature-ensemble steps (pairs.make_group_batch): this share of the steps gives each query
