@@ -32,12 +32,13 @@ def test_packaged_model_is_the_default_and_loads_as_fp32():
 
 def test_packaged_model_segments_an_unseen_synthetic_clip(tmp_path):
     # A short clip through the whole path: mp4 + first-frame PNG -> engine -> DAVIS PNGs -> J&F.
-    # Measured: 0.90 (README, Training); copying the first mask to every frame scores far less.
+    # Measured: 0.93 (README, Training): the 0.8 holds here with room for another CPU's
+    # rounding; copying the first mask to every frame scores 0.26.
     clip = write_synthetic_clip(tmp_path, UNSEEN_SEED, num_frames=12, height=64, width=80)
     predictor = load_predictor(device="cpu")
     predictions = segment_clip(clip, predictor, tmp_path, formats=("davis",))
     scores = score_clip(clip, predictions.parent)
-    assert scores["J&F-Mean"] >= 0.7, scores
+    assert scores["J&F-Mean"] >= 0.8, scores
     copied = copy_first_mask(clip, tmp_path / "copied")
     assert scores["J&F-Mean"] > score_clip(clip, copied)["J&F-Mean"] + 0.2
 
