@@ -22,7 +22,7 @@ from PIL import Image
 from seggpt_video.errors import UserError
 from seggpt_video.objects import object_colours
 from seggpt_video.predictor import IMAGENET_MEAN, IMAGENET_STD
-from seggpt_video.training.synthetic import random_scene, render
+from seggpt_video.training.synthetic import Scene, random_scene, render
 
 SEMANTIC, INSTANCE = 0, 1
 
@@ -80,7 +80,7 @@ class SyntheticPairs:
     def sample(self, rng: np.random.Generator) -> Pair:
         num_objects = int(rng.integers(1, self.max_objects + 1))
         while True:
-            scene = random_scene(rng, num_objects, motion=float(rng.uniform(0.3, 1.3)))
+            scene = self._scene(rng, num_objects)
             t0, t1 = rng.uniform(0, 1, size=2)
             gap = rng.random()
             if gap < 0.2:  # the same moment (new sensor noise): teaches copying early on
@@ -99,23 +99,21 @@ class SyntheticPairs:
         num_objects = int(rng.integers(1, self.max_objects + 1))
         length = int(rng.integers(20, 61))
         while True:
-            scene = random_scene(rng, num_objects, motion=float(rng.uniform(0.3, 1.3)))
+            scene = self._scene(rng, num_objects)
             query, positions = group_positions(rng, prompts, length)
-            first_image, first_ids = render(scene, positions[0] / (length - 1), *self._side, rng)
-            if first_ids.any():
+            frames = [
+                render(scene, i / (length - 1), self.size, self.size, rng)
+                for i in [*positions, query]
+            ]
+            if frames[0][1].any():
                 break
-        images, ids = [first_image], [first_ids]
-        for position in positions[1:]:
-            image, labels = render(scene, position / (length - 1), *self._side, rng)
-            images.append(image)
-            ids.append(labels)
-        query_image, query_ids = render(scene, query / (length - 1), *self._side, rng)
+        images, ids = [f[0] for f in frames], [f[1] for f in frames]
         classes = {k + 1: obj.shape_class for k, obj in enumerate(scene.objects)}
-        return Group(images, ids, query_image, query_ids, classes)
+        return Group(images[:-1], ids[:-1], images[-1], ids[-1], classes)
 
-    @property
-    def _side(self) -> tuple[int, int]:
-        return self.size, self.size
+    @staticmethod
+    def _scene(rng: np.random.Generator, num_objects: int) -> Scene:
+        return random_scene(rng, num_objects, motion=float(rng.uniform(0.3, 1.3)))
 
 
 class DavisPairs:
