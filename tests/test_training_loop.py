@@ -17,9 +17,11 @@ from seggpt_video.training.coloring import (
     FINAL,
     LOG,
     TrainConfig,
+    build_sources,
     coloring_step,
     learning_rate,
     masked_patch_loss,
+    next_batch,
     schedule_progress,
     train,
 )
@@ -165,4 +167,15 @@ def test_train_mixes_ensemble_steps_in(tmp_path):
         ensemble_prompts=3,
         ensemble_share=0.5,
     )
+    sources, weights = build_sources(config, 32)
+    kinds = [
+        next_batch(config, sources, weights, (8, 4), np.random.default_rng([0, step])).prompts
+        for step in range(20)
+    ]
+    assert 1 in kinds and set(kinds) - {1} and set(kinds) <= {1, 2, 3}
+    plain = TrainConfig(preset="test-small", batch_size=4)
+    assert {
+        next_batch(plain, sources, weights, (8, 4), np.random.default_rng(s)).prompts
+        for s in range(10)
+    } == {1}
     assert train(config, tmp_path, log_every=1, progress=False) == tmp_path / FINAL
