@@ -6,6 +6,7 @@ import pytest
 import torch
 from oracle import correct_merge_block, oracle_forward, oracle_from
 
+import seggpt_video.model.seggpt as seggpt_module
 from seggpt_video.model import PRESETS, SegGPT, SegGPTConfig
 from seggpt_video.model.checkpoint import hf_to_official, load_weights_strict, official_to_hf
 
@@ -121,6 +122,30 @@ def test_fused_attention_equals_plain_softmax(dtype, impl):
         plain = model(imgs, tgts, bool_masked_pos, seg, feature_ensemble=True)
     tolerance = 1e-5 if dtype == torch.float32 else 0.1
     assert (fused.float() - plain.float()).abs().max().item() < tolerance
+
+
+def test_folded_attention_buffers_equal_the_autograd_form():
+    """Without autograd the folded q', k', v' are buffers reused between blocks and calls; every
+    call still gives exactly what the freshly concatenated form (used under autograd) gives."""
+    model = random_model(WIDER).to(torch.bfloat16)
+    model.set_attention("folded")
+    attention = model.blocks[0].attn
+    rows, cols = WIDER.grid
+    width = 3 * WIDER.embed_dim
+    generator = torch.Generator().manual_seed(3)
+    calls = [torch.randn(batch, rows, cols, width, generator=generator) for batch in (2, 2, 1, 2)]
+    buffers = []
+    for qkv in calls:
+        qkv = qkv.to(torch.bfloat16)
+        with torch.enable_grad():
+            expected = attention.attend(qkv.requires_grad_())
+        with torch.inference_mode():
+            got = attention.attend(qkv.detach())
+            buffers.append(seggpt_module._folded_buffers.tensors[1])
+        assert torch.equal(got, expected.detach())
+    # The second call of a shape reused the first's buffers; a new shape got its own.
+    assert buffers[1] is buffers[0]
+    assert buffers[2].shape[0] == 1 and buffers[3].shape[0] == 2
 
 
 def test_masked_target_patches_are_ignored():

@@ -5,6 +5,7 @@ Tensors in, tensors out; parameter names follow the authors' release so its chec
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Literal
 
@@ -26,6 +27,42 @@ def relative_position_table(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
         raise ValueError(f"relative position table of length {rel_pos.shape[0]} for axis {size}")
     coords = torch.arange(size, device=rel_pos.device)
     return rel_pos[coords[:, None] - coords[None, :] + (size - 1)]
+
+
+class FoldedBuffers(threading.local):
+    """q', k', v' for :meth:`Attention.attend_folded` without autograd, kept between blocks.
+
+    The keys' one-hot rows and columns and the padding never change, so they are written once
+    and each block copies in only its q, k, v and bias. One shape is kept (the latest), per
+    thread: blocks run one after another, and each overwrites what the last one read.
+    """
+
+    def __init__(self) -> None:
+        self.shape: tuple | None = None
+        self.tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def get(
+        self, q: torch.Tensor, rows: int, cols: int, padded: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        shape = (*q.shape, rows, cols, padded, q.dtype, q.device)
+        shape += (torch.is_inference_mode_enabled(),)
+        if shape != self.shape or self.tensors is None:
+            self.tensors = None  # free the old buffers before allocating new ones
+            batch, heads, length, dim = q.shape
+            folded_q, folded_k, folded_v = q.new_zeros(3, batch, heads, length, padded).unbind(0)
+            folded_k[..., dim : dim + rows + cols] = key_one_hot(rows, cols, q)
+            self.shape, self.tensors = shape, (folded_q, folded_k, folded_v)
+        return self.tensors
+
+
+def key_one_hot(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """(rows * cols, rows + cols): each key's grid row and column, one-hot."""
+    key_rows = torch.eye(rows, dtype=like.dtype, device=like.device).repeat_interleave(cols, 0)
+    key_cols = torch.eye(cols, dtype=like.dtype, device=like.device).repeat(rows, 1)
+    return torch.cat([key_rows, key_cols], dim=-1)
+
+
+_folded_buffers = FoldedBuffers()
 
 
 class Attention(nn.Module):
@@ -76,23 +113,28 @@ class Attention(nn.Module):
         q_grid = q.reshape(batch, heads, rows, cols, dim)
         table_h = relative_position_table(self.rel_pos_h, rows).to(q.dtype)
         table_w = relative_position_table(self.rel_pos_w, cols).to(q.dtype)
-        bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, table_h).reshape(
-            batch, heads, length, rows
-        )
-        bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w).reshape(
-            batch, heads, length, cols
-        )
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, table_h)
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w)
         # The fused kernels want one head size for q, k and v: pad all three to a multiple of 32.
-        folded = dim + rows + cols
-        padded = -(-folded // 32) * 32
-        key_rows = torch.eye(rows, dtype=q.dtype, device=q.device).repeat_interleave(cols, dim=0)
-        key_cols = torch.eye(cols, dtype=q.dtype, device=q.device).repeat(rows, 1)
-        key_extra = torch.cat([key_rows, key_cols], dim=-1).expand(batch, heads, length, -1)
-        zeros = q.new_zeros(batch, heads, length, padded - dim)  # zero only what is padding
-        q = torch.cat([q * self.scale, bias_h, bias_w, zeros[..., : padded - folded]], dim=-1)
-        k = torch.cat([k, key_extra, zeros[..., : padded - folded]], dim=-1)
-        v = torch.cat([v, zeros], dim=-1)
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :dim]
+        padded = -(-(dim + rows + cols) // 32) * 32
+        if torch.is_grad_enabled():
+            key_extra = key_one_hot(rows, cols, q).expand(batch, heads, length, -1)
+            zeros = q.new_zeros(batch, heads, length, padded - dim)  # zero only what is padding
+            pad = zeros[..., : padded - dim - rows - cols]
+            bias_h = bias_h.reshape(batch, heads, length, rows)
+            bias_w = bias_w.reshape(batch, heads, length, cols)
+            folded_q = torch.cat([q * self.scale, bias_h, bias_w, pad], dim=-1)
+            folded_k = torch.cat([k, key_extra, pad], dim=-1)
+            folded_v = torch.cat([v, zeros], dim=-1)
+        else:  # no autograd: buffers with the constant channels already in place
+            folded_q, folded_k, folded_v = _folded_buffers.get(q, rows, cols, padded)
+            folded_q[..., :dim].copy_(q).mul_(self.scale)
+            folded_q[..., dim : dim + rows].view_as(bias_h).copy_(bias_h)
+            folded_q[..., dim + rows : dim + rows + cols].view_as(bias_w).copy_(bias_w)
+            folded_k[..., :dim].copy_(k)
+            folded_v[..., :dim].copy_(v)
+        out = F.scaled_dot_product_attention(folded_q, folded_k, folded_v, scale=1.0)
+        return out[..., :dim]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, rows, cols, C) -> (B, rows, cols, C)."""
