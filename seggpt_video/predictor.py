@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from seggpt_video.errors import UserError
 from seggpt_video.model import SegGPT, load_model
+from seggpt_video.model.packed import pack_linears
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -166,6 +167,8 @@ class SegGPTPredictor:
         self.max_queries: int | None = None
         # Target streams of recent prompt sets, newest first: (prompt masks, target stream).
         self._targets: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if compile is None and self.device.type == "cpu":
+            pack_linears(self.model)
         if compile is not None:
             for block in self.model.blocks:
                 block.compile(mode=compile, dynamic=False)
