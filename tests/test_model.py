@@ -148,6 +148,20 @@ def test_folded_attention_buffers_equal_the_autograd_form():
     assert buffers[2].shape[0] == 1 and buffers[3].shape[0] == 2
 
 
+def test_resized_position_embedding_is_kept_until_the_parameter_changes():
+    model = random_model(SMALL)
+    with torch.no_grad():
+        first = model.position_embedding()
+        assert model.position_embedding() is first
+        model.pos_embed.mul_(2.0)
+        second = model.position_embedding()
+        assert torch.equal(second, model._resized_position_embedding())
+        assert not torch.equal(second, first)
+    # With autograd the resize runs in the graph, so the parameter gets its gradient.
+    model.position_embedding().sum().backward()
+    assert model.pos_embed.grad is not None
+
+
 def test_masked_target_patches_are_ignored():
     """Whatever lies under the mask tokens cannot change the output."""
     model = random_model(SMALL)

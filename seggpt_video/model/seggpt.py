@@ -128,7 +128,7 @@ class Attention(nn.Module):
             folded_v = torch.cat([v, zeros], dim=-1)
         else:  # no autograd: buffers with the constant channels already in place
             folded_q, folded_k, folded_v = _folded_buffers.get(q, rows, cols, padded)
-            folded_q[..., :dim].copy_(q).mul_(self.scale)
+            torch.mul(q, self.scale, out=folded_q[..., :dim])
             folded_q[..., dim : dim + rows].view_as(bias_h).copy_(bias_h)
             folded_q[..., dim + rows : dim + rows + cols].view_as(bias_w).copy_(bias_w)
             folded_k[..., :dim].copy_(k)
@@ -310,6 +310,7 @@ class SegGPT(nn.Module):
         self.type_token_ins = nn.Parameter(torch.zeros(1, 1, 1, dim))
         pretrain_grid = config.pretrain_image_size // config.patch_size
         self.pos_embed = nn.Parameter(torch.zeros(1, pretrain_grid**2 + 1, dim))
+        self._position_cache: tuple[tuple, torch.Tensor] | None = None  # position_embedding()
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         p, decoder_dim = config.patch_size, config.decoder_embed_dim
@@ -350,7 +351,20 @@ class SegGPT(nn.Module):
 
     # -- encoder ------------------------------------------------------------------------------
     def position_embedding(self) -> torch.Tensor:
-        """Absolute position embedding resized bicubic from pretraining: (1, rows, cols, C)."""
+        """Absolute position embedding resized bicubic from pretraining: (1, rows, cols, C).
+
+        Without autograd the resized table is kept until the parameter changes: the bicubic
+        resize costs as much as a few LayerNorms on every forward.
+        """
+        if torch.is_grad_enabled():
+            return self._resized_position_embedding()
+        table = self.pos_embed
+        source = (table.data_ptr(), table._version, table.dtype, torch.is_inference_mode_enabled())
+        if self._position_cache is None or self._position_cache[0] != source:
+            self._position_cache = (source, self._resized_position_embedding())
+        return self._position_cache[1]
+
+    def _resized_position_embedding(self) -> torch.Tensor:
         table = self.pos_embed[:, 1:]
         side = int(round(table.shape[1] ** 0.5))
         rows, cols = self.config.grid
