@@ -132,6 +132,7 @@ FLOOR_OPS = {  # as the dispatcher shows them under inference mode (composites n
     torch.ops.aten.conv2d.default,
     torch.ops.aten.matmul.default,
     torch.ops.aten.scaled_dot_product_attention.default,
+    torch.ops.mkldnn._linear_pointwise.default,  # the packed bf16 linears (model/packed.py)
 }
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from seggpt_video.errors import UserError
 from seggpt_video.model import SegGPT, load_model
-from seggpt_video.model.packed import pack_linears
+from seggpt_video.model.packed import pack_linears, packing_available
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -167,7 +167,7 @@ class SegGPTPredictor:
         self.max_queries: int | None = None
         # Target streams of recent prompt sets, newest first: (prompt masks, target stream).
         self._targets: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if compile is None and self.device.type == "cpu":
+        if compile is None and self.device.type == "cpu" and packing_available(dtype):
             pack_linears(self.model)
         if compile is not None:
             for block in self.model.blocks:

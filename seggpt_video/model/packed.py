@@ -1,9 +1,10 @@
-"""Linear layers with their weights reordered once for the CPU's GEMM, for inference.
+"""Linear layers with their weights reordered once for the CPU's bf16 GEMM, for inference.
 
-A plain CPU matmul repacks its weight into the GEMM library's blocked layout on every call:
-for ViT-L that is all 300 M weights, every frame. Packing once when the model is set up is what
-inductor's freezing pass does for compiled CPU models; here it is done eagerly, with the same
-torch ops (oneDNN for bf16, which also fuses the MLP's GELU into its matmul; MKL for fp32).
+A plain CPU bf16 matmul (oneDNN) reorders its weight into the AMX/AVX-512 blocked layout on
+every call: for ViT-L that is all 300 M weights, every frame. Packing once when the model is set
+up is what inductor's freezing pass does for compiled CPU models; here it is done eagerly, with
+the same torch ops, which also fuse the MLP's GELU into its matmul. (MKL's packed fp32 linear
+was measured too and made a ViT-L frame 7% slower, so fp32 keeps nn.Linear: README, Speed.)
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ Activation = Literal["none", "gelu"]
 
 
 def packing_available(dtype: torch.dtype) -> bool:
-    """Whether this torch build can pack CPU linear weights of ``dtype``."""
-    if dtype == torch.float32:
-        return torch._C.has_mkl
-    if dtype == torch.bfloat16:
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return False
+    """Whether this torch build packs CPU linear weights of ``dtype`` (bf16 with oneDNN)."""
+    return (
+        dtype == torch.bfloat16
+        and torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 class PackedLinear(nn.Linear):
@@ -32,7 +33,7 @@ class PackedLinear(nn.Linear):
     The pack is made from the weight as it is when first needed without autograd, and made
     again if the weight changes (dtype, device, storage or an in-place update). With autograd
     on, or off the CPU, it is the plain linear. ``activation="gelu"`` applies the exact GELU
-    after the linear (fused into the GEMM in bf16, where it is computed before rounding).
+    after the linear (fused into the packed GEMM, where it acts before rounding to bf16).
     """
 
     def __init__(self, linear: nn.Linear, activation: Activation = "none") -> None:
@@ -50,10 +51,7 @@ class PackedLinear(nn.Linear):
         source = (weight.dtype, weight.data_ptr(), weight._version)
         if source != self._packed_from:
             rows = 1024  # a size hint for the GEMM's blocking; any input size works
-            if weight.dtype == torch.float32:
-                self._packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), rows)
-            else:
-                self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
             self._packed_from = source
         return self._packed
 
@@ -68,9 +66,6 @@ class PackedLinear(nn.Linear):
         gelu = self.activation == "gelu"
         if packed is None or x.dtype != self.weight.dtype:
             out = F.linear(x, self.weight, self.bias)
-        elif x.dtype == torch.float32:
-            rows = x.numel() // x.shape[-1]
-            out = torch.ops.mkl._mkl_linear(x, packed, self.weight, self.bias, rows)
         else:
             attr, algorithm = ("gelu", "none") if gelu else ("none", "")
             out = torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, attr, [], algorithm)
