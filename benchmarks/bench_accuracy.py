@@ -7,8 +7,9 @@ For every DAVIS 2016 val sequence, frame 0 with its ground-truth mask is the pro
 --stride-th frame a query. Each option paints the same queries; against the fp32 product path
 it reports the max absolute difference of the painted output (0-255 levels), the mask IoU
 (mean and worst frame; masks decoded as the engine decodes them) and the IoU with the ground
-truth. Options: bf16 and fp16 (precision), and the release's plain forward in fp32 (both streams
-for every query, full decoder) to show that the product path's shared work changes nothing.
+truth. Options: bf16 and fp16 (precision); bf16 with its linears unpacked (nn.Linear: GELU after
+rounding to bf16, not fused); and the release's plain forward in fp32 (both streams for every
+query, full decoder) to show that the product path's shared work changes nothing.
 Without trained weights (no checkpoint yet) the model is random and the IoUs mean little.
 Prints a table and writes benchmarks/results/bench_accuracy.json.
 """
@@ -93,9 +94,12 @@ def main() -> None:
     predictors = {
         name: SegGPTPredictor(copy.deepcopy(model), "cpu", dtype) for name, dtype in OPTIONS.items()
     }
+    predictors["bf16, linears unpacked"] = SegGPTPredictor(
+        copy.deepcopy(model), "cpu", torch.bfloat16, pack=False
+    )
     names = (DAVIS / "ImageSets/2016/val.txt").read_text().split()[: args.sequences]
 
-    painted = {name: [] for name in [*OPTIONS, "plain fp32"]}
+    painted = {name: [] for name in [*predictors, "plain fp32"]}
     seconds = {name: 0.0 for name in painted}
     truths = []
     for name in names:

@@ -10,7 +10,8 @@ machine's fp32/bf16 matmul peak (large GEMMs) is measured in the same run, befor
 (as when the prompt set changes every frame); "ours, prompts reused" keeps it (e.g. --memory 0);
 "ours, query half per prompt" (--ablate, several prompts) turns off computing each query half once
 per query, to measure what that sharing gains; "ours, bias as mask" (--ablate, bf16/fp16) passes
-the position bias as the attention mask, as fp32 does, instead of folding it into q and k.
+the position bias as the attention mask, as fp32 does, instead of folding it into q and k;
+"ours, linears unpacked" (--ablate, bf16/fp16) keeps nn.Linear instead of packed weights.
 "floor" (--floor) replays only the forward's matmuls, convolutions and attention (no bias, true
 head size) on their recorded inputs: no exact implementation can be faster than that.
 The reference is transformers' SegGptForImageSegmentation holding the same weights, same inputs.
@@ -103,9 +104,10 @@ def plain_flops(config, batch: int) -> float:
 
 def our_case(model, device, dtype_name, batch, prompts, flops, variant: str = "") -> Case:
     """variant: "" (the product path), "reuse" (prompt set cached), or an ablation: "unshared"
-    (query half per prompt), "bias" (position bias always passed as the attention mask)."""
+    (query half per prompt), "bias" (position bias always passed as the attention mask),
+    "unpacked" (nn.Linear, no packed weights)."""
     dtype = DTYPES[dtype_name]
-    predictor = SegGPTPredictor(copy.deepcopy(model), device, dtype)
+    predictor = SegGPTPredictor(copy.deepcopy(model), device, dtype, pack=variant != "unpacked")
     if variant == "bias":
         predictor.model.set_attention("bias")
     prompt, queries = inputs(model.config.prompt_size, batch, prompts, device, dtype)
@@ -123,6 +125,7 @@ def our_case(model, device, dtype_name, batch, prompts, flops, variant: str = ""
         "reuse": "ours, prompts reused",
         "unshared": "ours, query half per prompt",
         "bias": "ours, bias as mask",
+        "unpacked": "ours, linears unpacked",
     }
     return Case(names[variant], dtype_name, batch, prompts, run, flops)
 
@@ -244,7 +247,10 @@ def main() -> None:
                 if args.floor:
                     cases.append(floor_case(model, device, dtype_name, batch, prompts, flops))
                 if args.ablate and dtype_name != "fp32":
-                    cases.append(our_case(model, device, dtype_name, batch, prompts, flops, "bias"))
+                    for variant in ("bias", "unpacked"):
+                        cases.append(
+                            our_case(model, device, dtype_name, batch, prompts, flops, variant)
+                        )
                 if args.ablate and prompts > 1:
                     unshared = our_flops(config, batch, prompts, shared=False)
                     cases.append(

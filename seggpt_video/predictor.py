@@ -144,7 +144,8 @@ class SegGPTPredictor:
     """Runs SegGPT on uint8 images; owns the model, its device and its precision.
 
     compile: None, or a torch.compile mode applied to every block ("default"; "reduce-overhead"
-    adds CUDA graphs on a GPU; "max-autotune").
+    adds CUDA graphs on a GPU; "max-autotune"). pack: on a CPU in bf16 without compile, run the
+    linears on weights packed once for the GEMM (model/packed.py; off only to measure it).
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class SegGPTPredictor:
         seg_type: str = "instance",
         name: str | None = None,
         compile: str | None = None,
+        pack: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
@@ -167,7 +169,7 @@ class SegGPTPredictor:
         self.max_queries: int | None = None
         # Target streams of recent prompt sets, newest first: (prompt masks, target stream).
         self._targets: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if compile is None and self.device.type == "cpu" and packing_available(dtype):
+        if pack and compile is None and self.device.type == "cpu" and packing_available(dtype):
             pack_linears(self.model)
         if compile is not None:
             for block in self.model.blocks:
