@@ -146,6 +146,11 @@ def test_folded_attention_buffers_equal_the_autograd_form():
     # The second call of a shape reused the first's buffers; a new shape got its own.
     assert buffers[1] is buffers[0]
     assert buffers[2].shape[0] == 1 and buffers[3].shape[0] == 2
+    # A whole forward lets them go when it ends: no memory stays held between frames.
+    imgs, tgts, bool_masked_pos = release_inputs(WIDER, batch=1)
+    with torch.inference_mode():
+        model(imgs.to(torch.bfloat16), tgts.to(torch.bfloat16), bool_masked_pos, torch.ones(1))
+    assert seggpt_module._folded_buffers.tensors is None
 
 
 def test_resized_position_embedding_is_kept_until_the_parameter_changes():

@@ -33,26 +33,29 @@ class FoldedBuffers(threading.local):
     """q', k', v' for :meth:`Attention.attend_folded` without autograd, kept between blocks.
 
     The keys' one-hot rows and columns and the padding never change, so they are written once
-    and each block copies in only its q, k, v and bias. One shape is kept (the latest), per
-    thread: blocks run one after another, and each overwrites what the last one read.
+    and each block copies in only its q, k, v and bias. One shape is kept, per thread: blocks
+    run one after another, and each overwrites what the last one read. A forward releases them
+    when it ends, so no memory stays held between calls.
     """
 
     def __init__(self) -> None:
-        self.shape: tuple | None = None
+        self.key: tuple | None = None
         self.tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def get(
         self, q: torch.Tensor, rows: int, cols: int, padded: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        shape = (*q.shape, rows, cols, padded, q.dtype, q.device)
-        shape += (torch.is_inference_mode_enabled(),)
-        if shape != self.shape or self.tensors is None:
-            self.tensors = None  # free the old buffers before allocating new ones
+        key = (*q.shape, rows, cols, padded, q.dtype, q.device, torch.is_inference_mode_enabled())
+        if key != self.key or self.tensors is None:
+            self.release()  # free the old buffers before allocating new ones
             batch, heads, length, dim = q.shape
             folded_q, folded_k, folded_v = q.new_zeros(3, batch, heads, length, padded).unbind(0)
             folded_k[..., dim : dim + rows + cols] = key_one_hot(rows, cols, q)
-            self.shape, self.tensors = shape, (folded_q, folded_k, folded_v)
+            self.key, self.tensors = key, (folded_q, folded_k, folded_v)
         return self.tensors
+
+    def release(self) -> None:
+        self.key, self.tensors = None, None
 
 
 def key_one_hot(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
@@ -410,7 +413,9 @@ class SegGPT(nn.Module):
         it depends only on the prompts' masks: callers can compute it once per prompt set.
         """
         y = self.embed_targets(tgts, bool_masked_pos, seg_type)
-        return run_blocks(self.blocks[: self.config.merge_index + 1], y, prompts_per_query)
+        y = run_blocks(self.blocks[: self.config.merge_index + 1], y, prompts_per_query)
+        _folded_buffers.release()
+        return y
 
     def forward_features(
         self,
@@ -447,6 +452,7 @@ class SegGPT(nn.Module):
                 x = ((x.unflatten(0, (-1, prompts)) + targets) * 0.5).flatten(0, 1)
             if end in self.config.feature_depths:
                 features.append(self.norm(x))
+        _folded_buffers.release()
         return features
 
     # -- decoder ------------------------------------------------------------------------------
