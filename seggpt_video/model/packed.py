@@ -45,13 +45,14 @@ class PackedLinear(nn.Linear):
         self._packed_from: tuple | None = None
 
     def _pack(self) -> torch.Tensor | None:
+        """The packed weight, or None where it cannot be packed; decided when the weight changes."""
         weight = self.weight
-        if weight.device.type != "cpu" or not packing_available(weight.dtype):
-            return None
-        source = (weight.dtype, weight.data_ptr(), weight._version)
+        source = (weight.device, weight.dtype, weight.data_ptr(), weight._version)
         if source != self._packed_from:
-            rows = 1024  # a size hint for the GEMM's blocking; any input size works
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+            self._packed = None
+            if weight.device.type == "cpu" and packing_available(weight.dtype):
+                rows = 1024  # a size hint for the GEMM's blocking; any input size works
+                self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
             self._packed_from = source
         return self._packed
 
