@@ -14,7 +14,7 @@ from pathlib import Path
 
 from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import Sequence
-from seggpt_video.evaluation.scoring import write_text_atomic
+from seggpt_video.io.atomic import write_text_atomic
 from seggpt_video.io.masks import write_palette_png
 
 SETTINGS_FILE = "predictions.json"

@@ -28,7 +28,7 @@ from seggpt_video.evaluation.metrics import (
     region_similarity,
     statistics,
 )
-from seggpt_video.io.atomic import atomic_path
+from seggpt_video.io.atomic import write_text_atomic
 
 CACHE_DIR = ".eval-cache"
 CACHE_VERSION = 1
@@ -255,12 +255,6 @@ def write_results_csv(results: Results, output: Path, split: str) -> tuple[Path,
         csv.writer(buffer, lineterminator="\n").writerows(rows)
         write_text_atomic(path, buffer.getvalue())
     return paths
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, so a reader never sees half a file."""
-    with atomic_path(path) as partial:
-        partial.write_text(text)
 
 
 def score_predictions(

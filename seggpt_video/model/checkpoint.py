@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from seggpt_video.errors import UserError
+from seggpt_video.io.atomic import atomic_path
 from seggpt_video.model.config import PRESETS, SegGPTConfig
 from seggpt_video.model.seggpt import SegGPT
 
@@ -220,13 +221,10 @@ def load_checkpoint(path: str | Path) -> SegGPT:
 
 def save_checkpoint(model: SegGPT, path: str | Path) -> None:
     """Save as safetensors with the config in the metadata; atomic (temp name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "seggpt-video", "config": json.dumps(model.config.to_dict())}
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as partial:
+        save_file(state, str(partial), metadata=metadata)
 
 
 def resolve_model(name: str) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from seggpt_video.errors import UserError
+from seggpt_video.io.atomic import atomic_path, write_text_atomic
 from seggpt_video.model import SegGPT, build_model, load_checkpoint, save_checkpoint
 from seggpt_video.training.pairs import (
     Batch,
@@ -157,9 +157,8 @@ def next_batch(
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as partial:
+        torch.save(obj, partial)
 
 
 def _rewrite_log(path: Path, upto_step: int) -> None:
@@ -168,9 +167,7 @@ def _rewrite_log(path: Path, upto_step: int) -> None:
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in lines if json.loads(line)["step"] <= upto_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def train(
