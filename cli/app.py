@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import click
 import typer
 from rich.console import Console
 
@@ -16,6 +17,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
 # Each subcommand lives in its own module and registers itself on `app`.
 from seggpt_video.cli import (  # noqa: E402,F401
@@ -29,12 +31,23 @@ err_console = Console(stderr=True)
 
 
 def main() -> None:
-    """Run the CLI; user errors become one red line on stderr and exit code 2."""
+    """Run the CLI: a bad option or input is one red line on stderr and exit code 2.
+
+    Click's own handling would print usage errors as a framed block and Ctrl-C silently; here
+    both become one line, and an interrupted command says how to go on.
+    """
     try:
-        app()
+        code = app(standalone_mode=False)
     except UserError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; re-run the same command to resume")
-        sys.exit(130)
+    except click.ClickException as error:
+        err_console.print(
+            f"[bold red]error:[/] {error.format_message()}", highlight=False, soft_wrap=True
+        )
+        sys.exit(error.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        code = INTERRUPTED
+    if code == INTERRUPTED:
+        err_console.print("interrupted: re-run the same command to continue where it stopped")
+    sys.exit(code if isinstance(code, int) else 0)

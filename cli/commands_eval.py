@@ -19,7 +19,19 @@ from rich.progress import (
 from rich.table import Table
 
 from seggpt_video.cli.app import app
-from seggpt_video.cli.options import Checkpoint, Device, Dtype, ModelName
+from seggpt_video.cli.options import (
+    BatchSize,
+    Checkpoint,
+    Device,
+    Dtype,
+    Ensemble,
+    EnsembleOption,
+    Memory,
+    ModelName,
+    PerObject,
+    PromptFile,
+    build_segmenter,
+)
 from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import Benchmark, open_benchmark
 from seggpt_video.evaluation.scoring import (
@@ -75,14 +87,12 @@ def eval_command(
         str | None,
         typer.Option(help="K/N: do the K-th of N shares (split again over torchrun ranks)."),
     ] = None,
-    threads: Annotated[int, typer.Option(help="Threads decoding mask PNGs.")] = 4,
-    memory: Annotated[int, typer.Option(help="Recent predicted frames used as prompts.")] = 8,
-    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 1,
-    per_object: Annotated[bool, typer.Option(help="One pass per object.")] = False,
-    prompt_file: Annotated[
-        Path | None,
-        typer.Option(help="A tuned prompt from `seggpt-video tune`, used for every frame."),
-    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="Threads decoding mask PNGs.")] = 4,
+    memory: Memory = 8,
+    batch_size: BatchSize = 1,
+    ensemble: EnsembleOption = Ensemble.feature,
+    per_object: PerObject = False,
+    prompt_file: PromptFile = None,
     model: ModelName = None,
     checkpoint: Checkpoint = None,
     device: Device = "auto",
@@ -108,9 +118,15 @@ def eval_command(
     try:
         if predictions is None:
             predictions = output / "Annotations" if benchmark.kind == "youtube-vos" else output
-            options = {"memory": memory, "batch_size": batch_size, "per_object": per_object}
+            options = {
+                "memory": memory,
+                "batch_size": batch_size,
+                "ensemble": Ensemble(ensemble).value,
+                "per_object": per_object,
+                "prompt_file": prompt_file,
+            }
             loading = {"model": model, "checkpoint": checkpoint, "device": device, "dtype": dtype}
-            _predict(mine, predictions, rank, loading, options, prompt_file)
+            _predict(mine, predictions, rank, loading, options)
         elif not predictions.is_dir():
             raise UserError(f"{predictions}: predictions folder not found")
         if benchmark.has_ground_truth:
@@ -139,33 +155,27 @@ def _progress() -> Progress:
     )
 
 
-def _predict(
-    mine, predictions: Path, rank: Rank, loading: dict, options: dict, prompt_file: Path | None
-) -> None:
+def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) -> None:
     """Run the model over this process's sequences that have no complete masks yet."""
-    from seggpt_video.engine import Segmenter, SegmenterOptions
-    from seggpt_video.evaluation.inference import check_settings, is_predicted, predict_sequence
-    from seggpt_video.predictor import load_predictor
+    from seggpt_video.evaluation.inference import SETTINGS_FILE, is_predicted, predict_sequence
+    from seggpt_video.io.state import check_settings
+    from seggpt_video.runtime import resolve_device, resolve_dtype
 
+    if loading["device"] == "auto":
+        loading = {**loading, "device": rank.device}
+    dtype = resolve_dtype(loading["dtype"], resolve_device(loading["device"]))
     settings = {
         "model": loading["model"],
         "checkpoint": str(loading["checkpoint"]) if loading["checkpoint"] else None,
-        "dtype": loading["dtype"],
-        "prompt_file": str(prompt_file) if prompt_file else None,
+        "dtype": str(dtype).removeprefix("torch."),
         **options,
+        "prompt_file": str(options["prompt_file"]) if options["prompt_file"] else None,
     }
-    check_settings(predictions, settings)
+    check_settings(predictions / SETTINGS_FILE, settings)
     todo = [sequence for sequence in mine if not is_predicted(sequence, predictions)]
     if not todo:
         return
-    if loading["device"] == "auto":
-        loading = {**loading, "device": rank.device}
-    predictor = load_predictor(**loading)
-    if prompt_file is not None:
-        from seggpt_video.training.tuning import load_tuned_prompt
-
-        options = {**options, "extra_prompts": load_tuned_prompt(prompt_file, predictor)}
-    segmenter = Segmenter(predictor, SegmenterOptions(**options))
+    segmenter = build_segmenter(**loading, **options)
     with _progress() as progress:
         overall = progress.add_task("predicting", total=len(todo))
         for sequence in todo:

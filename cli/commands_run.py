@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import warnings
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,70 +11,27 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from seggpt_video.cli.app import app
-from seggpt_video.cli.options import Checkpoint, Device, Dtype, ModelName
-from seggpt_video.engine import Segmenter, SegmenterOptions
+from seggpt_video.cli.app import INTERRUPTED, app
+from seggpt_video.cli.options import (
+    BatchSize,
+    Checkpoint,
+    Device,
+    Dtype,
+    Ensemble,
+    EnsembleOption,
+    Memory,
+    ModelName,
+    PerObject,
+    PromptFile,
+    build_segmenter,
+)
+from seggpt_video.clip import STDOUT, open_clip, run_settings, segment_clip
+from seggpt_video.engine import SegmentedFrame
 from seggpt_video.errors import UserError
-from seggpt_video.io.atomic import atomic_path
-from seggpt_video.io.masks import read_mask, require_objects
-from seggpt_video.io.video import open_video
-from seggpt_video.io.writers import make_writers
-from seggpt_video.pipeline import segment_video
-from seggpt_video.predictor import load_predictor
 
 # Progress and messages go to stderr: stdout may carry the masks (``-o -``).
 console = Console(stderr=True)
 DEFAULT_FORMATS = ["davis", "overlay", "summary"]
-SETTINGS_FILE = "run.json"
-
-
-def parse_mask_option(value: str) -> tuple[int, Path]:
-    """'FILE' annotates frame 0; 'FRAME:FILE' annotates frame FRAME."""
-    frame, sep, rest = value.partition(":")
-    if sep and frame.strip().isdigit():
-        return int(frame), Path(rest)
-    return 0, Path(value)
-
-
-def read_annotations(
-    masks: list[str], size: tuple[int, int], resize: bool
-) -> tuple[dict[int, object], list[int]]:
-    """Annotated frames and the object ids over all of them; each file is checked."""
-    annotations = {}
-    for value in masks:
-        frame, path = parse_mask_option(value)
-        if frame in annotations:
-            raise UserError(f"{path}: frame {frame} is annotated twice")
-        labels = read_mask(path, size=size, resize=resize)
-        require_objects(labels, path)
-        annotations[frame] = labels
-    if 0 not in annotations:
-        raise UserError(f"{masks[0]}: the first frame (0) needs a mask; give --mask FILE")
-    ids = sorted({int(i) for labels in annotations.values() for i in set(labels.ravel())} - {0})
-    return annotations, ids
-
-
-def check_settings(output: Path, settings: dict, overwrite: bool) -> None:
-    """Refuse to resume into a folder that holds a run made with other settings."""
-    path = output / SETTINGS_FILE
-    if path.exists() and not overwrite:
-        try:
-            earlier = json.loads(path.read_text())
-        except ValueError:
-            earlier = None
-        if earlier != settings:
-            changed = sorted(
-                k
-                for k in settings
-                if not isinstance(earlier, dict) or earlier.get(k) != settings[k]
-            )
-            raise UserError(
-                f"{path}: this folder holds a run with other settings ({', '.join(changed)}); "
-                "use another --output or --overwrite"
-            )
-    output.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial:
-        partial.write_text(json.dumps(settings, indent=1) + "\n")
 
 
 @app.command()
@@ -102,23 +59,22 @@ def run(
             "Default: davis, overlay, summary.",
         ),
     ] = None,
-    memory: Annotated[
-        int, typer.Option(help="Most recent predicted frames used as prompts (paper's best: 8).")
-    ] = 8,
-    batch_size: Annotated[
-        int, typer.Option(help="Frames per model call; they share the prompt memory.")
-    ] = 1,
-    ensemble: Annotated[
-        str,
-        typer.Option(help="feature (averaged in attention) or spatial (prompts tiled in a grid)."),
-    ] = "feature",
-    per_object: Annotated[
-        bool, typer.Option(help="One pass per object, white on black: slower, no colour mix-ups.")
-    ] = False,
-    prompt_file: Annotated[
-        Path | None,
-        typer.Option(help="A tuned prompt from `seggpt-video tune`, used for every frame."),
+    frames: Annotated[
+        str | None,
+        typer.Option(
+            help="START:END: segment only these frames (END excluded; e.g. 100:250 or 100:). "
+            "The first mask annotates START; FRAME:FILE counts in the video's own frames."
+        ),
     ] = None,
+    stream_object: Annotated[
+        int | None,
+        typer.Option(help="With -o -: the object whose matte is streamed (default: all merged)."),
+    ] = None,
+    memory: Memory = 8,
+    batch_size: BatchSize = 1,
+    ensemble: EnsembleOption = Ensemble.feature,
+    per_object: PerObject = False,
+    prompt_file: PromptFile = None,
     resize_mask: Annotated[
         bool, typer.Option(help="Resize masks whose size differs from the video's (nearest).")
     ] = False,
@@ -132,78 +88,110 @@ def run(
     dtype: Dtype = "auto",
 ) -> None:
     """Segment the objects of the first-frame mask through the whole video."""
-    formats = formats or (["matte"] if output == "-" else DEFAULT_FORMATS)
-    if output == "-":
-        if set(formats) - {"matte", "y4m"}:
-            raise UserError("-o -: only matte (as YUV4MPEG2) can be streamed to standard output")
-        formats = ["y4m"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        source = open_video(video, backend=backend)
-    for warning in caught:
-        console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
-    with source:
-        info = source.info
-        annotations, object_ids = read_annotations(mask, (info.height, info.width), resize_mask)
-        predictor = load_predictor(model=model, checkpoint=checkpoint, device=device, dtype=dtype)
-        extra = None
-        if prompt_file is not None:
-            from seggpt_video.training.tuning import load_tuned_prompt
-
-            extra = load_tuned_prompt(prompt_file, predictor)
-        options = SegmenterOptions(
-            memory=memory,
-            batch_size=batch_size,
-            per_object=per_object,
-            extra_prompts=extra,
-            ensemble=ensemble,
+    formats = _formats(formats, output)
+    with open_clip(video, mask, frames, resize_mask, backend) as clip:
+        for note in clip.warnings:
+            console.print(f"[yellow]warning:[/] {note}", highlight=False)
+        if output == STDOUT:
+            _check_stream(clip.object_ids, stream_object)
+        segmenter = build_segmenter(
+            model, checkpoint, device, dtype, memory, batch_size, ensemble, per_object, prompt_file
         )
-        segmenter = Segmenter(predictor, options)
-        if output != "-":
-            settings = {
-                "video": str(Path(video).resolve()),
-                "masks": [str(v) for v in mask],
-                "model": predictor.name,
-                "memory": memory,
-                "batch_size": batch_size,
-                "per_object": per_object,
-                "ensemble": ensemble,
-                "prompt_file": str(prompt_file) if prompt_file else None,
-                "dtype": str(predictor.dtype),
-            }
-            check_settings(Path(output), settings, overwrite)
-        writers = make_writers(formats, output, info, object_ids)
+        info, predictor = clip.source.info, segmenter.predictor
         console.print(
             f"{info.name}: {info.num_frames} frames {info.width}x{info.height} "
-            f"@ {info.fps:.3g} fps "
-            f"({info.backend}); {len(object_ids)} object(s); model {predictor.name} on "
-            f"{predictor.device} {str(predictor.dtype).removeprefix('torch.')}",
+            f"@ {info.fps:.3g} fps ({info.backend}); {len(clip.object_ids)} object(s); "
+            f"model {predictor.name} on {predictor.device} "
+            f"{str(predictor.dtype).removeprefix('torch.')}",
             highlight=False,
         )
-        progress = Progress(
+        progress = _FrameProgress(info.name, info.num_frames)
+        try:
+            with progress:
+                report = segment_clip(
+                    clip,
+                    segmenter,
+                    output,
+                    formats,
+                    overwrite=overwrite,
+                    stream_object=stream_object,
+                    settings=run_settings(clip, segmenter, prompt_file),
+                    on_frame=progress.advance,
+                )
+        except KeyboardInterrupt:
+            where = "standard output" if output == STDOUT else output
+            console.print(
+                f"interrupted after {progress.done} of {info.num_frames} frames; finished frames "
+                f"are kept in {where}"
+                + ("" if output == STDOUT else "; re-run the same command to resume"),
+                highlight=False,
+            )
+            raise typer.Exit(INTERRUPTED) from None
+    resumed = f", {report.resumed} read back from an earlier run" if report.resumed else ""
+    console.print(
+        f"done: {report.frames} frames{resumed}, {report.frames_per_second:.2f} frames/s "
+        f"computed; outputs in {output if output != STDOUT else 'standard output'}",
+        highlight=False,
+    )
+
+
+def _formats(formats: list[str] | None, output: str) -> list[str]:
+    """The formats asked for; standard output carries the mattes as YUV4MPEG2 only."""
+    if output != STDOUT:
+        return formats or DEFAULT_FORMATS
+    if set(formats or ["matte"]) - {"matte", "y4m"}:
+        raise UserError("-o -: only matte (as YUV4MPEG2) can be streamed to standard output")
+    if sys.stdout.isatty():
+        raise UserError(
+            "-o -: standard output is a terminal; pipe it to a program (| ffmpeg -i - out.mkv) "
+            "or redirect it to a file"
+        )
+    return ["y4m"]
+
+
+def _check_stream(object_ids: list[int], stream_object: int | None) -> None:
+    """One stream carries one matte: name the object, or say that several are merged."""
+    if stream_object is not None and stream_object not in object_ids:
+        raise UserError(
+            f"--stream-object {stream_object}: not an object of the masks "
+            f"({', '.join(map(str, object_ids))})"
+        )
+    if stream_object is None and len(object_ids) > 1:
+        console.print(
+            f"note: the stream carries the union of objects {', '.join(map(str, object_ids))}; "
+            "--stream-object ID streams one",
+            highlight=False,
+        )
+
+
+class _FrameProgress:
+    """A progress bar whose frames/s counts computed frames only, as the closing line does."""
+
+    def __init__(self, name: str, total: int) -> None:
+        self.done = 0
+        self._computed = 0
+        self._began = time.perf_counter()
+        self._bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[fps]} fps"),
+            TextColumn("{task.fields[fps]} frames/s"),
             TimeRemainingColumn(),
             console=console,
         )
-        with progress:
-            task = progress.add_task(info.name, total=info.num_frames, fps="-")
-            report = None
+        self._task = self._bar.add_task(name, total=total, fps="-")
 
-            def advance(index: int) -> None:
-                done = progress.tasks[0].completed + 1
-                elapsed = progress.tasks[0].elapsed or 0
-                fps = f"{done / elapsed:.2f}" if elapsed else "-"
-                progress.update(task, advance=1, fps=fps)
+    def advance(self, frame: SegmentedFrame) -> None:
+        self.done += 1
+        self._computed += not frame.recalled
+        elapsed = time.perf_counter() - self._began
+        fps = f"{self._computed / elapsed:.2f}" if self._computed else "-"
+        self._bar.update(self._task, advance=1, fps=fps)
 
-            report = segment_video(
-                source, annotations, segmenter, writers, resume=not overwrite, on_frame=advance
-            )
-    resumed = f", {report.resumed} resumed from an earlier run" if report.resumed else ""
-    console.print(
-        f"done: {report.frames} frames{resumed}, {report.frames_per_second:.2f} frames/s; "
-        f"outputs in {output if output != '-' else 'standard output'}",
-        highlight=False,
-    )
+    def __enter__(self) -> _FrameProgress:
+        self._began = time.perf_counter()
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bar.__exit__(*exc_info)

@@ -208,19 +208,35 @@ def demo(
         Path | None, typer.Option(help="Tuned prompt to add (from `tune`).")
     ] = None,
     device: Device = "auto",
+    clip_only: Annotated[
+        bool,
+        typer.Option(help="Only write the clip and its first-frame mask (to try `run` on them)."),
+    ] = False,
 ) -> None:
-    """Make a synthetic clip, segment it with the model and print J&F against its true masks."""
+    """Make a synthetic clip, segment it with the model and print J&F against its true masks.
+
+    Writes OUT/synthetic-SEED.mp4, its first-frame mask synthetic-SEED_mask.png and its true
+    masks in OUT/ground_truth/synthetic-SEED/; then the DAVIS masks OUT/synthetic-SEED/ and the
+    overlay OUT/synthetic-SEED_overlay.mp4.
+    """
     from rich.progress import Progress
 
+    from seggpt_video.clip import prepare_output
     from seggpt_video.engine import SegmenterOptions
     from seggpt_video.predictor import load_predictor
     from seggpt_video.training.demo import score_clip, segment_clip, write_synthetic_clip
     from seggpt_video.training.tuning import load_tuned_prompt
 
+    prepare_output(output)
+    predictor = None
+    if not clip_only:  # a bad model or prompt file fails before anything is written
+        predictor = load_predictor(model=model, checkpoint=checkpoint, device=device)
+        extra = load_tuned_prompt(prompt_file, predictor) if prompt_file is not None else None
     clip = write_synthetic_clip(output, seed, frames, height, width, objects)
     typer.echo(f"clip: {clip.video}  first-frame mask: {clip.first_mask}")
-    predictor = load_predictor(model=model, checkpoint=checkpoint, device=device)
-    extra = load_tuned_prompt(prompt_file, predictor) if prompt_file is not None else None
+    typer.echo(f"true masks: {clip.ground_truth}")
+    if predictor is None:
+        return
     with Progress() as progress:
         task = progress.add_task("segmenting", total=frames)
         masks = segment_clip(

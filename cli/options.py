@@ -1,11 +1,15 @@
-"""Command-line options shared by the commands that load a model."""
+"""Command-line options that several commands share, declared once, and what they build."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from seggpt_video.engine import Segmenter
 
 ModelName = Annotated[
     str | None,
@@ -25,4 +29,66 @@ Checkpoint = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Dtype = Annotated[str, typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16 (CPU: only where it is native)."
+    ),
+]
+
+
+class Ensemble(str, Enum):
+    """How several prompts combine."""
+
+    feature = "feature"
+    spatial = "spatial"
+
+
+Memory = Annotated[
+    int, typer.Option(min=0, help="Most recent predicted frames used as prompts (paper's best: 8).")
+]
+BatchSize = Annotated[
+    int, typer.Option(min=1, help="Frames per model call; they share the prompt memory.")
+]
+EnsembleOption = Annotated[
+    Ensemble,
+    typer.Option(help="feature (averaged in attention) or spatial (prompts tiled in a grid)."),
+]
+PerObject = Annotated[
+    bool, typer.Option(help="One pass per object, white on black: slower, no colour mix-ups.")
+]
+PromptFile = Annotated[
+    Path | None,
+    typer.Option(help="A tuned prompt from `seggpt-video tune`, used for every frame."),
+]
+
+
+def build_segmenter(
+    model: str | None,
+    checkpoint: Path | None,
+    device: str,
+    dtype: str,
+    memory: int,
+    batch_size: int,
+    ensemble: Ensemble | str,
+    per_object: bool,
+    prompt_file: Path | None,
+) -> Segmenter:
+    """The model loaded as asked and the propagation options around it."""
+    from seggpt_video.engine import Segmenter, SegmenterOptions
+    from seggpt_video.predictor import load_predictor
+
+    predictor = load_predictor(model=model, checkpoint=checkpoint, device=device, dtype=dtype)
+    extra = None
+    if prompt_file is not None:
+        from seggpt_video.training.tuning import load_tuned_prompt
+
+        extra = load_tuned_prompt(prompt_file, predictor)
+    options = SegmenterOptions(
+        memory=memory,
+        batch_size=batch_size,
+        per_object=per_object,
+        extra_prompts=extra,
+        ensemble=Ensemble(ensemble).value,
+    )
+    return Segmenter(predictor, options)

@@ -4,20 +4,25 @@ The prompt memory has one owner here. For frame t the prompts are every annotate
 (with the masks as propagated at that frame) plus the last K predicted frames, combined by
 feature ensemble. Several frames can go through the model together; they then share the memory as
 it stood before the batch (``batch_size=1`` is the release's recipe exactly).
+
+Resuming: an interrupted run restarts at the batch that holds its first unfinished frame, with the
+memory rebuilt from what the earlier run kept (the ids at the model's size, as the memory holds
+them), so a resumed run gives the same masks as one never interrupted.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from seggpt_video.errors import UserError
-from seggpt_video.objects import MAX_OBJECTS, ObjectPalette
+from seggpt_video.objects import MAX_OBJECTS, ObjectPalette, decode_passes
 from seggpt_video.predictor import PromptTensors, SegGPTPredictor
 
 
@@ -41,6 +46,34 @@ class SegmenterOptions:
     upsample: str = "bilinear"
     extra_prompts: PromptTensors | None = None
     ensemble: str = "feature"
+
+
+@dataclass
+class SegmentedFrame:
+    """One frame's result, handed out in video order with the frame it belongs to.
+
+    frame: (H, W, 3) uint8 RGB as decoded. labels: (H, W) uint8 object ids at the frame's size
+    (the output). model_labels: (S, S) uint8 ids at the model's input size (what the prompt
+    memory keeps; a resumed run needs them). recalled: read back from an earlier run.
+    """
+
+    index: int
+    frame: np.ndarray
+    labels: np.ndarray
+    model_labels: np.ndarray
+    recalled: bool = False
+
+
+class EarlierRun(Protocol):
+    """What an interrupted run finished, read back by a resumed one (see io/state.py)."""
+
+    def labels(self, index: int) -> np.ndarray:
+        """Frame `index`'s ids at the frame's size, (H, W) uint8."""
+        ...
+
+    def model_labels(self, index: int) -> np.ndarray:
+        """Frame `index`'s ids at the model's size, (S, S) uint8."""
+        ...
 
 
 @dataclass
@@ -81,26 +114,40 @@ class Segmenter:
         self.predictor = predictor
         self.options = options or SegmenterOptions()
         if self.options.batch_size < 1:
-            raise UserError(f"--batch-size {self.options.batch_size}: must be at least 1")
+            raise UserError(f"batch size {self.options.batch_size}: must be at least 1")
         if self.options.memory < 0:
-            raise UserError(f"--memory {self.options.memory}: must be 0 or more")
+            raise UserError(f"memory {self.options.memory}: must be 0 or more")
         if self.options.ensemble not in ("feature", "spatial"):
-            raise UserError(f"--ensemble {self.options.ensemble}: expected feature or spatial")
+            raise UserError(f"ensemble {self.options.ensemble!r}: expected feature or spatial")
         if self.options.upsample not in ("bilinear", "nearest"):
-            raise UserError(f"upsample {self.options.upsample}: expected bilinear or nearest")
+            raise UserError(f"upsample {self.options.upsample!r}: expected bilinear or nearest")
+
+    def resume_point(
+        self, first_unfinished: int, annotations: dict[int, np.ndarray], num_frames: int
+    ) -> int:
+        """The frame a resumed run restarts from: the first of the batch holding the first
+        unfinished frame (a batch shares one memory state, so it is recomputed whole)."""
+        if first_unfinished >= num_frames:
+            return num_frames
+        previous = max((i for i in annotations if i <= first_unfinished), default=0)
+        if previous == first_unfinished:
+            return first_unfinished
+        batch = self.options.batch_size
+        return previous + 1 + (first_unfinished - previous - 1) // batch * batch
 
     def propagate(
         self,
         frames: Iterable[np.ndarray],
         annotations: dict[int, np.ndarray],
-        known: Callable[[int], np.ndarray | None] | None = None,
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (frame index, object ids (H, W) uint8) for every frame, in order.
+        earlier: EarlierRun | None = None,
+        resume_from: int = 0,
+    ) -> Iterator[SegmentedFrame]:
+        """Segment every frame, in order, yielding each with its frame and object ids.
 
         frames: (H, W, 3) uint8 RGB in video order. annotations: frame index -> object ids
         (H, W) uint8, 0 = background; the first annotated frame must be the first frame.
-        known: frame index -> ids already predicted by an earlier run (or None): such frames
-        are not run through the model, only remembered as prompts, so a run can resume.
+        earlier, resume_from: frames before ``resume_from`` (a :meth:`resume_point`) are read
+        back from ``earlier`` instead of computed; those the memory needs rejoin it.
         """
         if not annotations:
             raise UserError("no annotated frame: give at least the first frame's mask")
@@ -111,37 +158,39 @@ class Segmenter:
             raise UserError("the annotation masks are empty: no object to segment")
         if not self.options.per_object and len(object_ids) > MAX_OBJECTS:
             raise UserError(
-                f"{len(object_ids)} objects: at most {MAX_OBJECTS} in one pass; use --per-object"
+                f"{len(object_ids)} objects: at most {MAX_OBJECTS} share one pass; "
+                "use one pass per object"
             )
         first = min(annotations)
         if first != 0:
             raise UserError(f"the first annotation is on frame {first}: frame 0 must be annotated")
-        passes = [[i] for i in object_ids] if self.options.per_object else [object_ids]
-        self._present: set[int] = set()  # objects annotated so far
-        propagations = [_Propagation(self, ObjectPalette(ids)) for ids in passes]
+        if resume_from > 0 and earlier is None:
+            raise ValueError("resume_from needs the earlier run to read frames back from")
+        if self.options.per_object:
+            palettes = [ObjectPalette([i]) for i in object_ids]
+        else:
+            palettes = [ObjectPalette(object_ids)]
+        run = _Propagation(self.predictor, self.options, palettes)
+        predicted_before = [i for i in range(resume_from) if i not in annotations]
+        remembered = set(predicted_before[-self.options.memory :] if self.options.memory else [])
         batch: list[tuple[int, np.ndarray]] = []
         index = -1
         for index, frame in enumerate(frames):
-            earlier = known(index) if known is not None else None
-            if (index in annotations or earlier is not None) and batch:
-                yield from self._run_batch(propagations, batch)
-                batch = []
-            if earlier is not None:
-                if index in annotations:
-                    self._present.update(int(i) for i in np.unique(annotations[index]) if i)
-                for propagation in propagations:
-                    propagation.add_known(index, frame, earlier, index in annotations)
-                yield index, earlier
+            if index < resume_from:
+                yield run.recall(index, frame, earlier, annotations.get(index), index in remembered)
                 continue
             if index in annotations:
-                yield index, self._annotate(propagations, index, frame, annotations[index])
+                if batch:
+                    yield from run.predict(batch)
+                    batch = []
+                yield run.annotate(index, frame, annotations[index])
                 continue
             batch.append((index, frame))
             if len(batch) == self.options.batch_size:
-                yield from self._run_batch(propagations, batch)
+                yield from run.predict(batch)
                 batch = []
         if batch:
-            yield from self._run_batch(propagations, batch)
+            yield from run.predict(batch)
         if index < 0:
             raise UserError("the video has no frames")
         missing = sorted(i for i in annotations if i > index)
@@ -150,100 +199,104 @@ class Segmenter:
                 f"annotation for frame {missing[0]} but the video ends at frame {index}"
             )
 
-    def _annotate(
-        self, propagations: list[_Propagation], index: int, frame: np.ndarray, labels: np.ndarray
-    ) -> np.ndarray:
+
+class _Propagation:
+    """The state of one propagate() call: its passes and the objects annotated so far.
+
+    Each frame is resized to the model's input once and shared by every pass.
+    """
+
+    def __init__(
+        self, predictor: SegGPTPredictor, options: SegmenterOptions, palettes: list[ObjectPalette]
+    ) -> None:
+        self.predictor = predictor
+        self.options = options
+        self.passes = [_Pass(predictor, options, palette) for palette in palettes]
+        self.present: set[int] = set()
+
+    def annotate(self, index: int, frame: np.ndarray, labels: np.ndarray) -> SegmentedFrame:
         """An annotated frame: the annotation wins for its objects, others keep their prediction."""
-        self._present.update(int(i) for i in np.unique(labels) if i)
+        self.present.update(int(i) for i in np.unique(labels) if i)
+        query = self.predictor.prepare_images([frame])
         if index == 0:
             merged = labels
         else:
-            queries = self.predictor.prepare_images([frame])
-            predicted = self._combine(propagations, queries, frame.shape[:2])[0][0]
-            annotated_ids = np.unique(labels[labels > 0])
+            predicted = self._decode(query, frame.shape[:2])[0][0].cpu().numpy()
             merged = predicted.copy()
-            merged[np.isin(merged, annotated_ids)] = 0
+            merged[np.isin(merged, np.unique(labels[labels > 0]))] = 0
             merged[labels > 0] = labels[labels > 0]
-        for propagation in propagations:
-            propagation.add_annotated(index, frame, merged)
-        return merged
+        for one_pass in self.passes:
+            one_pass.remember_annotated(index, query, merged)
+        return SegmentedFrame(index, frame, merged, self._model_size(merged))
 
-    def _run_batch(
-        self, propagations: list[_Propagation], batch: list[tuple[int, np.ndarray]]
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        frames = [frame for _, frame in batch]
-        queries = self.predictor.prepare_images(frames)
-        labels, model_labels = self._combine(propagations, queries, frames[0].shape[:2])
-        for position, (index, _) in enumerate(batch):
-            for propagation in propagations:
-                propagation.add_prediction(
+    def predict(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[SegmentedFrame]:
+        """Frames that go through the model together, each remembered as it is handed out."""
+        queries = self.predictor.prepare_images([frame for _, frame in batch])
+        labels, model_labels = self._decode(queries, batch[0][1].shape[:2])
+        labels_np, model_np = labels.cpu().numpy(), model_labels.cpu().numpy()
+        for position, (index, frame) in enumerate(batch):
+            for one_pass in self.passes:
+                one_pass.remember_prediction(
                     index, queries[position : position + 1], model_labels[position : position + 1]
                 )
-            yield index, labels[position]
+            yield SegmentedFrame(index, frame, labels_np[position], model_np[position])
 
-    def _combine(
-        self, propagations: list[_Propagation], queries: torch.Tensor, size: tuple[int, int]
-    ) -> tuple[np.ndarray, torch.Tensor]:
-        """Object ids of a batch at frame size (B, H, W) numpy and at model size (B, S, S) tensor.
-
-        The model-size ids become the next prompts, as the release binarises its output before
-        any resizing; the frame-size ids are the output.
-        """
-        present = sorted(self._present)
-        if self.options.per_object:
-            # A pass whose object is not annotated yet has nothing to look for.
-            propagations = [p for p in propagations if p.palette.object_ids[0] in self._present]
-        painted = [p.predictor.paint(p.prompt_tensors(), queries) for p in propagations]
-        if not self.options.per_object:
-            palette = propagations[0].palette
-            full = palette.decode(self._upsample(painted[0], size), present)
-            return full.cpu().numpy(), palette.decode(painted[0], present)
-        # Per-object passes: each scores how white its object is; the whitest above 128 wins.
-        ids = torch.tensor([p.palette.object_ids[0] for p in propagations], dtype=torch.uint8)
-
-        def pick(scores: torch.Tensor) -> torch.Tensor:
-            labels = ids.to(scores.device)[scores.argmax(dim=0)]
-            labels[scores.max(dim=0).values <= 128] = 0
-            return labels
-
-        full = pick(torch.stack([self._upsample(p, size).mean(dim=1) for p in painted]))
-        model = pick(torch.stack([p.mean(dim=1) for p in painted]))
-        return full.cpu().numpy(), model
-
-    def _upsample(self, painted: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Painted prediction (B, 3, S, S) back to frame size (B, 3, H, W)."""
-        if self.options.upsample == "bilinear":
-            return F.interpolate(painted, size=size, mode="bilinear", align_corners=False)
-        return F.interpolate(painted, size=size, mode="nearest")
-
-
-class _Propagation:
-    """One pass: one palette of objects and its own prompt memory."""
-
-    def __init__(self, segmenter: Segmenter, palette: ObjectPalette) -> None:
-        self.predictor = segmenter.predictor
-        self.options = segmenter.options
-        self.palette = palette
-        self.memory = PromptMemory(self.options.memory)
-
-    def add_annotated(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
-        """An annotated frame, (H, W, 3) uint8 with ids (H, W), becomes a prompt for good."""
-        tensors = self.predictor.prepare_prompts([frame], [self.palette.paint(labels)])
-        self.memory.add_annotated(Prompt(index, tensors))
-
-    def add_known(self, index: int, frame: np.ndarray, labels: np.ndarray, annotated: bool) -> None:
-        """A frame segmented by an earlier run, (H, W, 3) uint8 with ids (H, W), rejoins memory."""
-        if annotated:
-            self.add_annotated(index, frame, labels)
-        elif self.options.memory > 0:
-            size = (self.predictor.size, self.predictor.size)
-            ids = torch.from_numpy(labels)[None, None].float()
-            ids = F.interpolate(ids, size=size, mode="nearest-exact")[:, 0].to(torch.uint8)
+    def recall(
+        self,
+        index: int,
+        frame: np.ndarray,
+        earlier: EarlierRun,
+        annotation: np.ndarray | None,
+        remember: bool,
+    ) -> SegmentedFrame:
+        """A frame an earlier run finished: read back, and remembered as that run remembered it."""
+        labels = earlier.labels(index)
+        model_labels = earlier.model_labels(index)
+        if annotation is not None:
+            self.present.update(int(i) for i in np.unique(annotation) if i)
             query = self.predictor.prepare_images([frame])
-            self.add_prediction(index, query, ids.to(query.device))
+            for one_pass in self.passes:
+                one_pass.remember_annotated(index, query, labels)
+        elif remember:
+            query = self.predictor.prepare_images([frame])
+            ids = torch.from_numpy(model_labels)[None].to(query.device)
+            for one_pass in self.passes:
+                one_pass.remember_prediction(index, query, ids)
+        return SegmentedFrame(index, frame, labels, model_labels, recalled=True)
 
-    def add_prediction(self, index: int, query: torch.Tensor, labels: torch.Tensor) -> None:
-        """A predicted frame, (1, 3, S, S) model input, ids (1, S, S), joins the recent memory."""
+    def _decode(self, queries: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """Object ids of a batch at frame size (B, H, W) and at model size (B, S, S)."""
+        # A pass none of whose objects is annotated yet has nothing to look for.
+        passes = [p for p in self.passes if self.present.intersection(p.palette.object_ids)]
+        painted = [p.predictor.paint(p.prompt_tensors(), queries) for p in passes]
+        palettes = [p.palette for p in passes]
+        return decode_passes(painted, palettes, sorted(self.present), size, self.options.upsample)
+
+    def _model_size(self, labels: np.ndarray) -> np.ndarray:
+        """Ids (H, W) resized to the model's input as a prompt mask is (nearest), (S, S)."""
+        size = (self.predictor.size, self.predictor.size)
+        ids = torch.tensor(labels)[None, None].float()
+        return F.interpolate(ids, size=size, mode="nearest-exact")[0, 0].to(torch.uint8).numpy()
+
+
+class _Pass:
+    """One pass over the video: one palette of objects and its own prompt memory."""
+
+    def __init__(
+        self, predictor: SegGPTPredictor, options: SegmenterOptions, palette: ObjectPalette
+    ) -> None:
+        self.predictor = predictor
+        self.options = options
+        self.palette = palette
+        self.memory = PromptMemory(options.memory)
+
+    def remember_annotated(self, index: int, query: torch.Tensor, labels: np.ndarray) -> None:
+        """An annotated frame, (1, 3, S, S) model input with ids (H, W), is a prompt for good."""
+        masks = self.predictor.prepare_masks(self.palette.paint(labels))
+        self.memory.add_annotated(Prompt(index, PromptTensors(query, masks)))
+
+    def remember_prediction(self, index: int, query: torch.Tensor, labels: torch.Tensor) -> None:
+        """A predicted frame, (1, 3, S, S) model input with ids (1, S, S), joins recent memory."""
         if self.options.memory > 0:
             masks = self.predictor.prepare_masks(self.palette.paint_tensor(labels))
             self.memory.add_prediction(Prompt(index, PromptTensors(query, masks)))

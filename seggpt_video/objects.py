@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # Corners of the RGB cube (pairwise distance >= 255), then mid-edge points (>= 128 from all).
 _SEPARATED_COLOURS = np.array(
@@ -93,3 +94,44 @@ class ObjectPalette:
         distance = norms[None, :, None, None] - 2 * dots
         nearest = distance.argmin(dim=1)
         return labels[nearest]
+
+
+def upsample(painted: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Painted prediction (B, 3, S, S) back to frame size (B, 3, H, W), before decoding.
+
+    'bilinear' gives smoother boundaries than 'nearest', the release's choice.
+    """
+    if mode == "bilinear":
+        return F.interpolate(painted, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(painted, size=size, mode="nearest")
+
+
+def decode_passes(
+    painted: list[torch.Tensor],
+    palettes: list[ObjectPalette],
+    present: list[int],
+    size: tuple[int, int],
+    mode: str = "bilinear",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object ids of a batch from its painted passes: at frame size and at model size.
+
+    painted: one (B, 3, S, S) float RGB in [0, 255] per pass, painted with the matching palette.
+    present: objects annotated so far (others are never decoded). Returns ids (B, H, W) at the
+    frame's size (H, W) and (B, S, S) at the model's: the release binarises at model size, and
+    those ids become the next prompts. One pass of several objects is decoded by the nearest
+    colour; passes of one object each (white on black) by the whitest above 128.
+    """
+    if len(palettes) == 1 and len(palettes[0].object_ids) > 1:
+        palette = palettes[0]
+        return palette.decode(upsample(painted[0], size, mode), present), palette.decode(
+            painted[0], present
+        )
+    ids = torch.tensor([p.object_ids[0] for p in palettes], dtype=torch.uint8)
+
+    def whitest(scores: torch.Tensor) -> torch.Tensor:
+        labels = ids.to(scores.device)[scores.argmax(dim=0)]
+        labels[scores.max(dim=0).values <= 128] = 0
+        return labels
+
+    full = whitest(torch.stack([upsample(p, size, mode).mean(dim=1) for p in painted]))
+    return full, whitest(torch.stack([p.mean(dim=1) for p in painted]))

@@ -1,9 +1,10 @@
-"""One video through the engine into the writers, with decoding, model and writing overlapped.
+"""The one path a frame takes: decoded, segmented by the engine, written by every output.
 
-A reader thread decodes ahead into a bounded queue, the calling thread runs the model, and a
-writer thread encodes behind another bounded queue: memory stays flat however long the video.
-A re-run resumes: frames whose label PNGs an earlier run wrote are read back instead of
-recomputed (the last K of them become the prompt memory again).
+`run`, `eval`, `demo` and `batch` all call :func:`segment_video`, each with its own source and
+writers. A reader thread decodes ahead into a bounded queue, the calling thread runs the model,
+and a writer thread encodes behind another bounded queue: memory stays flat however long the
+video. With a :class:`RunState` a re-run resumes: frames the earlier run finished are read back
+instead of computed, and the result equals a run never interrupted.
 """
 
 from __future__ import annotations
@@ -11,23 +12,22 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
-from seggpt_video.engine import Segmenter
+from seggpt_video.engine import SegmentedFrame, Segmenter
+from seggpt_video.io.state import RunState
 from seggpt_video.io.video import VideoSource
-from seggpt_video.io.writers import PalettePNGWriter, SummaryWriter, Writer
+from seggpt_video.io.writers import Writer
 
 _END = object()
 
 
 @dataclass
 class RunReport:
-    """What a run did: frames computed and resumed, and seconds spent per stage."""
+    """What a run did: frames handed out and read back, and seconds spent per stage."""
 
     frames: int = 0
     resumed: int = 0
@@ -35,6 +35,7 @@ class RunReport:
 
     @property
     def frames_per_second(self) -> float:
+        """Frames computed (not read back) per second of the whole run."""
         computed = self.frames - self.resumed
         return computed / self.seconds["total"] if self.seconds.get("total") else 0.0
 
@@ -70,40 +71,26 @@ def _put(q: queue.Queue, item: object, give_up: Callable[[], bool]) -> bool:
     return False
 
 
-def resume_point(writers: list[Writer], num_frames: int) -> int:
-    """First frame that some label PNG output lacks (0 when no output holds labels)."""
-    label_writers = [w for w in writers if isinstance(w, PalettePNGWriter)]
-    if not label_writers:
-        return 0
-    for index in range(num_frames):
-        if not all(w.done(index) for w in label_writers):
-            return index
-    return num_frames
-
-
 def segment_video(
     video: VideoSource,
     annotations: dict[int, np.ndarray],
     segmenter: Segmenter,
     writers: list[Writer],
-    resume: bool = True,
-    on_frame: Callable[[int], None] | None = None,
+    state: RunState | None = None,
+    on_frame: Callable[[SegmentedFrame], None] | None = None,
     queue_size: int = 8,
 ) -> RunReport:
     """Segment ``video`` from ``annotations`` (frame -> (H, W) uint8 ids) into ``writers``.
 
-    Writers are closed when all frames are written and aborted on any error (Ctrl-C
-    included), so no output is left half-written under its final name.
+    state: what an earlier run into the same place finished (resumed from) and where this run
+    keeps its own progress; None: compute every frame and keep nothing. on_frame is called with
+    every frame as it is handed to the writers. Writers are closed when all frames are written
+    and aborted on any error (Ctrl-C included), so no output is left half-written.
     """
     num_frames = video.info.num_frames
-    start = resume_point(writers, num_frames) if resume else 0
-    labels_source = next((w for w in writers if isinstance(w, PalettePNGWriter)), None)
-
-    def known(index: int) -> np.ndarray | None:
-        if index >= start or labels_source is None:
-            return None
-        with Image.open(labels_source.frame_path(index)) as image:
-            return np.array(image, dtype=np.uint8)
+    start = 0
+    if state is not None:
+        start = segmenter.resume_point(state.first_unfinished(), annotations, num_frames)
 
     stop = threading.Event()
     frames_q: queue.Queue = queue.Queue(maxsize=queue_size + segmenter.options.batch_size)
@@ -111,23 +98,24 @@ def segment_video(
 
     def read() -> None:
         clock = time.perf_counter()
-        for item in video.iter_frames():
+        for _, frame in video.iter_frames():
             reader.busy_seconds += time.perf_counter() - clock
-            if not _put(frames_q, item, stop.is_set):
+            if not _put(frames_q, frame, stop.is_set):
                 return
             clock = time.perf_counter()
         _put(frames_q, _END, stop.is_set)
 
     def write() -> None:
         while True:
-            item = write_q.get()
+            item: SegmentedFrame = write_q.get()
             if item is _END:
                 return
             clock = time.perf_counter()
-            index, frame, labels = item
             for writer in writers:
-                if index >= start or not writer.done(index):
-                    writer.write(index, frame, labels)
+                if not (item.recalled and writer.done(item.index)):
+                    writer.write(item.index, item.frame, item.labels)
+            if state is not None and not item.recalled:
+                state.record(item.index, item.labels, item.model_labels)
             writer_thread.busy_seconds += time.perf_counter() - clock
 
     reader, writer_thread = _Worker(read), _Worker(write)
@@ -135,7 +123,6 @@ def segment_video(
     def writer_dead() -> bool:
         return not writer_thread.is_alive()
 
-    pending: deque = deque()
     waited = 0.0
 
     def frames() -> Iterator[np.ndarray]:
@@ -146,33 +133,29 @@ def segment_video(
             waited += time.perf_counter() - clock
             if item is _END:
                 return
-            pending.append(item)
-            yield item[1]
+            yield item
 
     report = RunReport(resumed=start)
     began = time.perf_counter()
     reader.start()
     writer_thread.start()
     try:
-        known_fn = known if start > 0 else None
-        for index, labels in segmenter.propagate(frames(), annotations, known_fn):
-            frame_index, frame = pending.popleft()
-            assert frame_index == index, (frame_index, index)
+        for result in segmenter.propagate(frames(), annotations, state, resume_from=start):
             clock = time.perf_counter()
-            if not _put(write_q, (index, frame, labels), writer_dead):
+            if not _put(write_q, result, writer_dead):
                 writer_thread.check()
             waited += time.perf_counter() - clock
             reader.check()
             report.frames += 1
             if on_frame is not None:
-                on_frame(index)
+                on_frame(result)
         reader.check()
         _put(write_q, _END, writer_dead)
         writer_thread.join()
         writer_thread.check()
+        timings = _timings(began, reader, writer_thread, waited)
         for writer in writers:
-            if isinstance(writer, SummaryWriter):
-                writer.timings = _timings(report, began, reader, writer_thread, waited)
+            writer.record_timings(timings)
             writer.close()
     except BaseException:
         stop.set()
@@ -184,13 +167,11 @@ def segment_video(
     finally:
         stop.set()
         reader.join(timeout=10)
-    report.seconds = _timings(report, began, reader, writer_thread, waited)
+    report.seconds = _timings(began, reader, writer_thread, waited)
     return report
 
 
-def _timings(
-    report: RunReport, began: float, reader: _Worker, writer: _Worker, waited: float
-) -> dict[str, float]:
+def _timings(began: float, reader: _Worker, writer: _Worker, waited: float) -> dict[str, float]:
     total = time.perf_counter() - began
     return {
         "total": round(total, 3),

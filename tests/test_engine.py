@@ -51,7 +51,8 @@ def run(options: SegmenterOptions, count: int = 8, annotations=None):
     spy = SpyPredictor()
     annotations = annotations or {0: first_mask()}
     results = list(Segmenter(spy, options).propagate(grey_frames(count), annotations))
-    return spy.calls, results
+    assert all(np.array_equal(r.frame, f) for r, f in zip(results, grey_frames(count)))
+    return spy.calls, [(r.index, r.labels) for r in results]
 
 
 def test_memory_zero_uses_only_the_first_frame_like_the_release():
@@ -90,17 +91,46 @@ def test_a_later_annotation_splits_batches_and_stays_a_prompt():
     assert np.all(labels4[annotations[4] > 0] == 2)  # the annotation wins for its pixels
 
 
-def test_known_frames_are_not_recomputed_but_remembered():
-    """Resuming: frames an earlier run wrote rejoin the memory instead of going to the model."""
+class EarlierRun:
+    """An earlier run's frames: ids at frame size and at model size, with the reads counted."""
+
+    def __init__(self, labels: dict[int, np.ndarray], size: int) -> None:
+        self._labels = labels
+        self._size = size
+        self.model_reads: list[int] = []
+
+    def labels(self, index: int) -> np.ndarray:
+        return self._labels[index]
+
+    def model_labels(self, index: int) -> np.ndarray:
+        self.model_reads.append(index)
+        return np.full((self._size, self._size), index % 2, np.uint8)
+
+
+def test_recalled_frames_are_not_recomputed_and_only_the_memory_rejoins():
+    """Resuming: frames an earlier run kept are read back; the last K rejoin the memory."""
     spy = SpyPredictor()
-    earlier = {t: first_mask() for t in range(4)}
+    earlier = EarlierRun({t: first_mask() for t in range(4)}, spy.size)
     results = list(
         Segmenter(spy, SegmenterOptions(memory=2)).propagate(
-            grey_frames(6), {0: first_mask()}, known=earlier.get
+            grey_frames(6), {0: first_mask()}, earlier, resume_from=4
         )
     )
-    assert [index for index, _ in results] == list(range(6))
+    assert [r.index for r in results] == list(range(6))
+    assert [r.recalled for r in results] == [True] * 4 + [False] * 2
     assert spy.calls == [([0, 2, 3], [4]), ([0, 3, 4], [5])]
+    assert earlier.model_reads == [0, 1, 2, 3]  # read with each frame; only 2 and 3 remembered
+
+
+@pytest.mark.parametrize(
+    "batch_size,first_unfinished,expected",
+    [(1, 5, 5), (3, 5, 4), (3, 4, 4), (3, 6, 6), (3, 8, 7), (3, 10, 10), (4, 9, 7), (4, 5, 5)],
+)
+def test_a_resumed_run_restarts_at_the_start_of_a_batch(batch_size, first_unfinished, expected):
+    """Batches, frame 6 annotated: batch 3 [1-3] [4-5] 6 [7-9]; batch 4 [1-4] [5] 6 [7-9]."""
+    segmenter = Segmenter(SpyPredictor(), SegmenterOptions(batch_size=batch_size))
+    annotations = {0: first_mask(), 6: first_mask()}
+    assert segmenter.resume_point(first_unfinished, annotations, 10) == min(expected, 10)
 
 
 def test_per_object_runs_one_white_on_black_pass_per_object():
@@ -110,7 +140,7 @@ def test_per_object_runs_one_white_on_black_pass_per_object():
     options = SegmenterOptions(memory=0, per_object=True)
     results = list(Segmenter(spy, options).propagate(grey_frames(3), {0: labels}))
     assert len(spy.calls) == 2 * 2  # two objects x two predicted frames
-    assert all(set(np.unique(r)) <= {0, 1, 3} for _, r in results)
+    assert all(set(np.unique(r.labels)) <= {0, 1, 3} for r in results)
 
 
 def test_prompt_images_are_prepared_like_the_release():

@@ -151,23 +151,30 @@ def run_args(video: Path, mask: Path, checkpoint: Path, out: Path, *formats: str
     return args
 
 
-def test_rerun_resumes_and_completes(tmp_path: Path, clip, checkpoint):
+def test_lost_outputs_and_added_formats_come_back_without_the_model(
+    tmp_path: Path, clip, checkpoint, monkeypatch
+):
     video, mask = clip
     out = tmp_path / "out"
     args = run_args(video, mask, checkpoint, out, "davis", "overlay")
     invoke(*args)
-    full = {p.name: png_labels(p) for p in (out / "clip").glob("*.png")}
+    full = {p.name: (out / "clip" / p.name).read_bytes() for p in (out / "clip").glob("*.png")}
     for name in ("00004.png", "00005.png"):
         (out / "clip" / name).unlink()
-    result = invoke(*args)
-    assert "4 resumed" in result.output
-    assert {p.name for p in (out / "clip").glob("*.png")} == set(full)
-    assert all(
-        np.array_equal(png_labels(out / "clip" / n), full[n]) for n in ("00000.png", "00003.png")
-    )
+    from seggpt_video.predictor import SegGPTPredictor
+
+    def no_model(*_):
+        raise AssertionError("the model ran for a finished clip")
+
+    monkeypatch.setattr(SegGPTPredictor, "paint", no_model)
+    result = invoke(*args, "-f", "matte")
+    assert f"{FRAMES} read back" in result.output
+    assert {p.name: p.read_bytes() for p in (out / "clip").glob("*.png")} == full
+    assert len(list((out / "matte").rglob("*.png"))) == 2 * FRAMES
     # Different settings into the same folder are refused rather than mixed.
     result = runner.invoke(app, [str(a) for a in args] + ["--memory", "3"])
     assert result.exit_code != 0
+    assert "memory" in str(result.exception)
 
 
 def test_an_interrupted_run_leaves_no_half_written_file(
@@ -176,23 +183,24 @@ def test_an_interrupted_run_leaves_no_half_written_file(
     video, mask = clip
     out = tmp_path / "out"
     args = run_args(video, mask, checkpoint, out, "davis", "overlay")
-    from seggpt_video.engine import Segmenter
+    from seggpt_video.engine import _Propagation
 
-    original = Segmenter._run_batch
+    original = _Propagation.predict
 
-    def interrupted(self, propagations, batch):
+    def interrupted(self, batch):
         if batch[0][0] == 3:
             raise KeyboardInterrupt
-        yield from original(self, propagations, batch)
+        yield from original(self, batch)
 
-    monkeypatch.setattr(Segmenter, "_run_batch", interrupted)
+    monkeypatch.setattr(_Propagation, "predict", interrupted)
     result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code != 0
+    assert result.exit_code == 130
+    assert "interrupted after 3 of 6 frames" in result.output
     assert not (out / "clip_overlay.mp4").exists()
-    assert not [p for p in out.rglob("*") if "partial" in p.name or p.name.startswith(".")]
+    assert not [p for p in out.rglob("*") if "partial" in p.name]
     assert len(list((out / "clip").glob("*.png"))) == 3
-    monkeypatch.setattr(Segmenter, "_run_batch", original)
-    assert "3 resumed" in invoke(*args).output
+    monkeypatch.setattr(_Propagation, "predict", original)
+    assert "3 read back" in invoke(*args).output
     assert (out / "clip_overlay.mp4").exists()
 
 

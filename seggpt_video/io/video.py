@@ -23,7 +23,7 @@ import itertools
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -134,6 +134,47 @@ def open_video(
         return DecordVideo(path, probe)
     except UserError:
         return PyAVVideo(path, probe)
+
+
+class FrameRange(VideoSource):
+    """Frames ``start`` to ``end - 1`` of another source, as a video of their own.
+
+    Indices start at 0 again; frame names stay the source's (outputs say which frames they are)
+    and timestamps start at 0 (an encoded output starts at its first frame).
+    """
+
+    def __init__(self, source: VideoSource, start: int, end: int) -> None:
+        count = source.info.num_frames
+        if not 0 <= start < end <= count:
+            raise UserError(
+                f"{source.info.path}: frames {start}:{end} are not a range of this video's "
+                f"{count} frames (0 to {count - 1})"
+            )
+        self.source, self.start, self.end = source, start, end
+        stamps = source.info.timestamps
+        if stamps is not None:
+            stamps = tuple(t - stamps[start] for t in stamps[start:end])
+        self.info = replace(
+            source.info,
+            num_frames=end - start,
+            frame_names=source.info.frame_names[start:end],
+            timestamps=None
+            if stamps is None
+            else tuple(t - stamps[start] for t in stamps[start:end]),
+        )
+
+    def iter_frames(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        for index, frame in self.source.iter_frames(self.start + start):
+            if index >= self.end:
+                return
+            yield index - self.start, frame
+
+    def get_frame(self, index: int) -> np.ndarray:
+        _check_index(index, self.info.num_frames)
+        return self.source.get_frame(self.start + index)
+
+    def close(self) -> None:
+        self.source.close()
 
 
 # --- probing a file with PyAV -------------------------------------------------------------------
@@ -414,11 +455,15 @@ class DecordVideo(VideoSource):
 class FrameFolder(VideoSource):
     """A folder of .jpg/.png frames, one file per frame, in natural order of their names."""
 
-    def __init__(self, folder: Path, fps: float = DEFAULT_FOLDER_FPS) -> None:
-        files = sorted(
-            (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES),
-            key=lambda p: _natural_key(p.name),
-        )
+    def __init__(
+        self, folder: Path, fps: float = DEFAULT_FOLDER_FPS, files: list[Path] | None = None
+    ) -> None:
+        """files: these frames, in this order (a benchmark's list); default: the folder's."""
+        if files is None:
+            files = sorted(
+                (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES),
+                key=lambda p: _natural_key(p.name),
+            )
         if not files:
             raise UserError(f"{folder}: no {'/'.join(FRAME_SUFFIXES)} frames in this folder")
         seen: dict[str, Path] = {}

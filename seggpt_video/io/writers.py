@@ -27,7 +27,6 @@ them, and the previous complete file stays in place until the new one is complet
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterable
 from contextlib import suppress
@@ -40,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from seggpt_video.errors import UserError
-from seggpt_video.io.atomic import PARTIAL_SUFFIX, atomic_path, partial_path, remove_partials
+from seggpt_video.io.atomic import PendingFile, atomic_path, remove_partials, remove_partials_in
 from seggpt_video.io.masks import DAVIS_PALETTE, write_palette_png
 from seggpt_video.io.video import VideoInfo
 
@@ -68,6 +67,14 @@ class Writer:
     def completed_frames(self) -> set[int]:
         """The indices of the frames already in the output."""
         return {index for index in range(self.info.num_frames) if self.done(index)}
+
+    def read(self, index: int) -> np.ndarray | None:
+        """Frame `index`'s object ids as written, (H, W) uint8; None when this output cannot
+        give them back (videos, mattes, summaries)."""
+        return None
+
+    def record_timings(self, seconds: dict[str, float]) -> None:
+        """Offered the run's timings before close(); only outputs that report them keep them."""
 
     def close(self) -> None:
         """Finish the output and move it under its final name."""
@@ -110,7 +117,7 @@ class PalettePNGWriter(Writer):
         self.folder = Path(folder)
         self.info = info
         self.folder.mkdir(parents=True, exist_ok=True)
-        _remove_partials_in(self.folder)
+        remove_partials_in(self.folder)
 
     def frame_path(self, index: int) -> Path:
         """Where frame `index` is written."""
@@ -123,6 +130,22 @@ class PalettePNGWriter(Writer):
     def done(self, index: int) -> bool:
         return self.frame_path(index).is_file()
 
+    def read(self, index: int) -> np.ndarray | None:
+        path = self.frame_path(index)
+        try:
+            with Image.open(path) as image:
+                labels = np.array(image, dtype=np.uint8)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise UserError(f"{path}: cannot read back this mask ({error})") from None
+        if labels.shape != (self.info.height, self.info.width):
+            raise UserError(
+                f"{path}: {labels.shape[1]}x{labels.shape[0]}, not the video's "
+                f"{self.info.width}x{self.info.height}"
+            )
+        return labels
+
 
 class MattePNGWriter(Writer):
     """One 0/255 grayscale PNG per object and frame: <folder>/object_<id>/<frame name>.png."""
@@ -133,7 +156,7 @@ class MattePNGWriter(Writer):
         self.object_ids = list(object_ids)
         for object_id in self.object_ids:
             (self.folder / f"object_{object_id}").mkdir(parents=True, exist_ok=True)
-            _remove_partials_in(self.folder / f"object_{object_id}")
+            remove_partials_in(self.folder / f"object_{object_id}")
 
     def frame_path(self, index: int, object_id: int) -> Path:
         """Where the matte of `object_id` in frame `index` is written."""
@@ -156,12 +179,6 @@ def _matte(labels: np.ndarray, object_id: int | None) -> np.ndarray:
     return inside.astype(np.uint8) * 255
 
 
-def _remove_partials_in(folder: Path) -> None:
-    for leftover in folder.glob(f".*{PARTIAL_SUFFIX}"):
-        with suppress(FileNotFoundError):
-            leftover.unlink()
-
-
 # --- encoded videos (rewritten on every run) ----------------------------------------------------
 
 
@@ -181,11 +198,10 @@ class _EncodedVideo:
     ) -> None:
         self.path = path
         self.info = info
-        path.parent.mkdir(parents=True, exist_ok=True)
         remove_partials(path)
-        self._partial = partial_path(path)
+        self._file = PendingFile(path)
         self._container = av.open(
-            str(self._partial), "w", format=container_format, options=container_options or {}
+            str(self._file.partial), "w", format=container_format, options=container_options or {}
         )
         self._stream = self._container.add_stream(codec, rate=_rate(info.fps))
         self._stream.width, self._stream.height = size or (info.width, info.height)
@@ -213,14 +229,13 @@ class _EncodedVideo:
         except BaseException:
             self.discard()
             raise
-        os.replace(self._partial, self.path)
+        self._file.commit()
 
     def discard(self) -> None:
         """Close and delete the temporary file; the final name is left untouched."""
         with suppress(av.FFmpegError, OSError):
             self._container.close()
-        with suppress(FileNotFoundError):
-            self._partial.unlink()
+        self._file.discard()
 
     def _mux(self, packets: list[av.Packet]) -> None:
         for packet in packets:
@@ -396,12 +411,12 @@ class Y4MWriter(Writer):
         self._next = 0
         if isinstance(target, (str, Path)):
             self.path: Path | None = Path(target)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             remove_partials(self.path)
-            self._partial = partial_path(self.path)
-            self._stream: BinaryIO = open(self._partial, "wb")  # closed by close() or abort()
+            self._file: PendingFile | None = PendingFile(self.path)
+            self._stream: BinaryIO = open(self._file.partial, "wb")  # closed by close()/abort()
         else:
             self.path = None
+            self._file = None
             self._stream = target
         rate = _rate(info.fps)
         header = f"YUV4MPEG2 W{info.width} H{info.height} F{rate.numerator}:{rate.denominator}"
@@ -416,15 +431,14 @@ class Y4MWriter(Writer):
 
     def close(self) -> None:
         self._flush()
-        if self.path is not None:
+        if self._file is not None:
             self._stream.close()
-            os.replace(self._partial, self.path)
+            self._file.commit()
 
     def abort(self) -> None:
-        if self.path is not None:
+        if self._file is not None:
             self._stream.close()
-            with suppress(FileNotFoundError):
-                self._partial.unlink()
+            self._file.discard()
         else:
             with suppress(OSError):
                 self._stream.flush()
@@ -454,9 +468,9 @@ class Y4MWriter(Writer):
 class SummaryWriter(Writer):
     """summary.json: the video, its objects, each object's area in pixels per frame, timings.
 
-    Set `timings` (name -> seconds) before close(). A re-run into the same folder keeps the
-    areas an earlier run of the same video and objects recorded, so a resumed run's summary is
-    complete.
+    The run's timings (name -> seconds) arrive by record_timings() before close(). A re-run into
+    the same folder keeps the areas an earlier run of the same video and objects recorded, so a
+    resumed run's summary is complete.
     """
 
     def __init__(self, path: Path | str, info: VideoInfo, object_ids: Iterable[int]) -> None:
@@ -465,6 +479,9 @@ class SummaryWriter(Writer):
         self.object_ids = list(object_ids)
         self.timings: dict[str, float] = {}
         self._areas: dict[int, list[int]] = self._earlier_areas()
+
+    def record_timings(self, seconds: dict[str, float]) -> None:
+        self.timings = dict(seconds)
 
     def write(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
         self._check_labels(labels)

@@ -15,13 +15,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from seggpt_video.engine import Segmenter, SegmenterOptions
+from seggpt_video.clip import open_clip
+from seggpt_video.clip import segment_clip as segment_clip_files
+from seggpt_video.engine import SegmentedFrame, Segmenter, SegmenterOptions
 from seggpt_video.evaluation.datasets import Sequence
 from seggpt_video.evaluation.scoring import score_sequence, summarize
 from seggpt_video.io.atomic import atomic_path
 from seggpt_video.io.masks import read_mask, write_palette_png
-from seggpt_video.io.video import open_video
-from seggpt_video.io.writers import make_writers
 from seggpt_video.predictor import SegGPTPredictor
 from seggpt_video.training.synthetic import make_clip
 
@@ -80,39 +80,25 @@ def segment_clip(
     output: Path | str,
     options: SegmenterOptions | None = None,
     formats: tuple[str, ...] = ("davis", "overlay"),
-    on_frame: Callable[[int], None] | None = None,
+    on_frame: Callable[[SegmentedFrame], None] | None = None,
 ) -> Path:
-    """Segment the clip's video from its first-frame mask; returns the folder of DAVIS masks.
+    """Segment the clip's video from its first-frame mask, as `run` does; returns the masks' folder.
 
     Writes ``<output>/<name>/<frame>.png`` (DAVIS palette) and, with "overlay", the overlay mp4.
+    A re-run with other options starts afresh (a demo is never resumed across settings).
     """
-    output = Path(output)
-    with open_video(clip.video) as source:
-        first = read_mask(clip.first_mask, size=(source.info.height, source.info.width))
-        object_ids = sorted(int(i) for i in np.unique(first) if i)
-        writers = make_writers(formats, output, source.info, object_ids, sequence=clip.name)
-        frames: dict[int, np.ndarray] = {}
-
-        def frame_stream():
-            for index, frame in source.iter_frames():
-                frames[index] = frame
-                yield frame
-
-        try:
-            segmenter = Segmenter(predictor, options)
-            for index, labels in segmenter.propagate(frame_stream(), {0: first}):
-                frame = frames.pop(index)
-                for writer in writers:
-                    writer.write(index, frame, labels)
-                if on_frame is not None:
-                    on_frame(index)
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
-        for writer in writers:
-            writer.close()
-    return output / clip.name
+    segmenter = Segmenter(predictor, options)
+    with open_clip(clip.video, [str(clip.first_mask)]) as opened:
+        segment_clip_files(
+            opened,
+            segmenter,
+            output,
+            list(formats),
+            overwrite=True,
+            sequence=clip.name,
+            on_frame=on_frame,
+        )
+    return Path(output) / clip.name
 
 
 def score_clip(clip: DemoClip, predictions: Path | str) -> dict[str, float]:
