@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -156,24 +158,99 @@ def load_weights_strict(model: SegGPT, state: Mapping[str, torch.Tensor], source
     model.load_state_dict(state, strict=True)
 
 
-def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of one weights file (.pth/.pt/.bin or .safetensors)."""
+_SIGNATURES = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+}
+
+
+def _weights_kind(path: Path) -> str:
+    """'safetensors' or 'torch' from a file's first bytes, or UserError saying what it is instead.
+
+    The content decides, not the suffix: a text file named .pth would otherwise reach the
+    unpickler and fail with a bare KeyError.
+    """
+    if not path.is_file():
+        raise UserError(f"{path}: not a file (expected a weights file or a checkpoint folder)")
     try:
-        if path.suffix == ".safetensors":
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the checkpoint ({error.strerror})") from None
+    if not head:
+        raise UserError(f"{path}: empty file, not model weights")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return "torch"  # torch.save's zip archive, or its legacy pickle
+    if len(head) > 8 and head[8:9] == b"{":
+        return "safetensors"  # 8-byte header length, then the JSON header
+    for signature, what in _SIGNATURES.items():
+        if head.startswith(signature):
+            raise UserError(f"{path}: {what}, not model weights")
+    if head.startswith(b"version https://git-lfs"):
+        raise UserError(f"{path}: a Git LFS pointer, not the weights (fetch them: git lfs pull)")
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            raise UserError(f"{path}: a text file, not model weights")
+        except UnicodeDecodeError:
+            pass
+    raise UserError(f"{path}: not model weights (neither safetensors nor a PyTorch checkpoint)")
+
+
+def _first_line(error: BaseException) -> str:
+    """The first sentence of an error's message (torch's run on for a paragraph)."""
+    text = str(error).strip()
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(error).__name__
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of one weights file (safetensors or torch.save), by its content."""
+    if _weights_kind(path) == "safetensors":
+        try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
             return load_file(str(path)), metadata
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise UserError(f"{path}: not a readable checkpoint (truncated?): {first_line}") from None
+        except (SafetensorError, OSError, ValueError) as error:
+            raise UserError(
+                f"{path}: not a readable checkpoint (truncated?): {_first_line(error)}"
+            ) from None
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise beside our line
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"{path}: holds Python objects besides tensors, which are not loaded (untrusted "
+            "code could run); save the weights alone: torch.save(model.state_dict(), path)"
+        ) from None
+    except Exception as error:  # a damaged pickle fails with any error type (KeyError, ...)
+        raise UserError(
+            f"{path}: not a readable checkpoint (truncated?): {_first_line(error)}"
+        ) from None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path}: holds no state dict (expected tensors, or tensors under 'model')")
     return dict(obj), {}
+
+
+def _read_hf_config(path: Path) -> dict:
+    """A Hugging Face ``config.json`` as a dict, or UserError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"{path}: not a readable JSON config ({_first_line(error)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a model config (expected a JSON object)")
+    return data
+
+
+def _foreign_names(state: Mapping[str, torch.Tensor]) -> str:
+    names = sorted(state)[:3]
+    return ", ".join(names) + (" ..." if len(state) > 3 else "") if names else "no tensors"
 
 
 def read_checkpoint(path: str | Path) -> tuple[SegGPTConfig, dict[str, torch.Tensor]]:
@@ -182,39 +259,51 @@ def read_checkpoint(path: str | Path) -> tuple[SegGPTConfig, dict[str, torch.Ten
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint file or folder")
     hf_config = None
+    config_file = path / "config.json" if path.is_dir() else path.parent / "config.json"
     if path.is_dir():
         candidates = [path / "model.safetensors", path / "pytorch_model.bin"]
         weights = next((c for c in candidates if c.exists()), None)
         if weights is None:
             raise UserError(f"{path}: folder has no model.safetensors or pytorch_model.bin")
-        if (path / "config.json").exists():
-            hf_config = json.loads((path / "config.json").read_text())
+        if config_file.exists():
+            hf_config = _read_hf_config(config_file)
         path = weights
-    elif path.suffix == ".safetensors" and (path.parent / "config.json").exists():
-        hf_config = json.loads((path.parent / "config.json").read_text())
+    elif path.suffix == ".safetensors" and config_file.exists():
+        hf_config = _read_hf_config(config_file)
     state, metadata = _read_tensors(path)
     try:
         fmt = detect_format(set(state))
-    except ValueError as error:
-        raise UserError(f"{path}: {error}") from None
+    except ValueError:
+        raise UserError(
+            f"{path}: neither official (blocks.N.*) nor Hugging Face (model.encoder.*) names: "
+            f"not SegGPT weights (tensors: {_foreign_names(state)})"
+        ) from None
     if fmt == "hf":
         state = hf_to_official(state)
-    if "config" in metadata:
-        config = SegGPTConfig.from_dict(json.loads(metadata["config"]))
-    elif hf_config is not None and fmt == "hf":
-        config = config_from_hf(hf_config)
-    else:
-        try:
+    try:
+        if "config" in metadata:
+            where = "cannot read the model config from its metadata"
+            config = SegGPTConfig.from_dict(json.loads(metadata["config"]))
+        elif hf_config is not None and fmt == "hf":
+            where = f"cannot read the model config from {config_file}"
+            config = config_from_hf(hf_config)
+        else:
+            where = "cannot infer the model config from the tensor shapes"
             config = infer_config(state)
-        except (KeyError, ValueError) as error:
-            raise UserError(f"{path}: cannot infer the model config: {error}") from None
+    except KeyError as error:
+        raise UserError(f"{path}: {where}: no {error}") from None
+    except (ValueError, TypeError, IndexError) as error:
+        raise UserError(f"{path}: {where}: {_first_line(error)}") from None
     return config, state
 
 
 def load_checkpoint(path: str | Path) -> SegGPT:
     """A SegGPT built and filled from any supported checkpoint (CPU, fp32)."""
     config, state = read_checkpoint(path)
-    model = SegGPT(config)
+    try:
+        model = SegGPT(config)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise UserError(f"{path}: its config builds no network ({_first_line(error)})") from None
     load_weights_strict(model, state, str(path))
     return model.eval()
 
@@ -268,9 +357,20 @@ def resolve_model(name: str) -> Path:
 
 
 def load_model(name_or_path: str | Path) -> SegGPT:
-    """A model from a checkpoint path or a model name (see :func:`resolve_model`)."""
+    """A model from a checkpoint path or a model name (see :func:`resolve_model`).
+
+    A ``Path`` is always a checkpoint (``--checkpoint nosuch`` says no such file, not unknown
+    model); a string is one when it exists, has a weights suffix or a folder in it.
+    """
     path = Path(name_or_path)
-    if path.exists() or str(name_or_path).endswith((".pth", ".pt", ".bin", ".safetensors")):
+    text = str(name_or_path)
+    if (
+        isinstance(name_or_path, Path)
+        or path.exists()
+        or text.endswith((".pth", ".pt", ".bin", ".safetensors"))
+        or "/" in text
+        or os.sep in text
+    ):
         return load_checkpoint(path)
     return load_checkpoint(resolve_model(str(name_or_path)))
 
