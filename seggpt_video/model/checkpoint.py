@@ -167,37 +167,37 @@ _SIGNATURES = {
 }
 
 
-def _weights_kind(path: Path) -> str:
+def weights_file_kind(path: Path, expected: str = "model weights") -> str:
     """'safetensors' or 'torch' from a file's first bytes, or UserError saying what it is instead.
 
     The content decides, not the suffix: a text file named .pth would otherwise reach the
-    unpickler and fail with a bare KeyError.
+    unpickler and fail with a bare KeyError. expected: what the caller wanted, for the message.
     """
     if not path.is_file():
-        raise UserError(f"{path}: not a file (expected a weights file or a checkpoint folder)")
+        raise UserError(f"{path}: not a file (expected {expected})")
     try:
         with path.open("rb") as handle:
             head = handle.read(4096)
     except OSError as error:
-        raise UserError(f"{path}: cannot read the checkpoint ({error.strerror})") from None
+        raise UserError(f"{path}: cannot read it ({error.strerror})") from None
     if not head:
-        raise UserError(f"{path}: empty file, not model weights")
+        raise UserError(f"{path}: empty file, not {expected}")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
         return "torch"  # torch.save's zip archive, or its legacy pickle
     if len(head) > 8 and head[8:9] == b"{":
         return "safetensors"  # 8-byte header length, then the JSON header
     for signature, what in _SIGNATURES.items():
         if head.startswith(signature):
-            raise UserError(f"{path}: {what}, not model weights")
+            raise UserError(f"{path}: {what}, not {expected}")
     if head.startswith(b"version https://git-lfs"):
-        raise UserError(f"{path}: a Git LFS pointer, not the weights (fetch them: git lfs pull)")
+        raise UserError(f"{path}: a Git LFS pointer, not the file itself (fetch it: git lfs pull)")
     if b"\0" not in head:
         try:
             head.decode("utf-8")
-            raise UserError(f"{path}: a text file, not model weights")
+            raise UserError(f"{path}: a text file, not {expected}")
         except UnicodeDecodeError:
             pass
-    raise UserError(f"{path}: not model weights (neither safetensors nor a PyTorch checkpoint)")
+    raise UserError(f"{path}: not {expected} (neither safetensors nor a PyTorch file)")
 
 
 def _first_line(error: BaseException) -> str:
@@ -208,7 +208,7 @@ def _first_line(error: BaseException) -> str:
 
 def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of one weights file (safetensors or torch.save), by its content."""
-    if _weights_kind(path) == "safetensors":
+    if weights_file_kind(path) == "safetensors":
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}

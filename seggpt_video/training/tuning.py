@@ -22,6 +22,7 @@ from tqdm import tqdm
 from seggpt_video.errors import UserError
 from seggpt_video.io.atomic import atomic_path
 from seggpt_video.model import build_model, load_checkpoint, save_checkpoint
+from seggpt_video.model.checkpoint import weights_file_kind
 from seggpt_video.objects import ObjectPalette
 from seggpt_video.predictor import IMAGENET_MEAN, IMAGENET_STD, PromptTensors, SegGPTPredictor
 from seggpt_video.training.coloring import CHECKPOINT, masked_patch_loss
@@ -157,25 +158,70 @@ def save_tuned_prompt(prompt: TunedPrompt, path: Path | str) -> None:
 def read_tuned_prompt(path: Path | str) -> TunedPrompt:
     """Read a tuned prompt file; a missing, unreadable or foreign file is a UserError."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: no such prompt file")
+    if weights_file_kind(path, "a tuned prompt") != "safetensors":
+        raise UserError(
+            f"{path}: a PyTorch file, not a tuned prompt (make one with `seggpt-video tune`)"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             names = set(handle.keys())
-            if metadata.get("format") != PROMPT_FORMAT or names != {"images", "masks"}:
-                raise UserError(f"{path}: not a tuned prompt (make one with `seggpt-video tune`)")
+            kind = metadata.get("format")
+            if kind != PROMPT_FORMAT:
+                what = "model weights" if kind == "seggpt-video" else "a safetensors file"
+                raise UserError(
+                    f"{path}: {what}, not a tuned prompt (make one with `seggpt-video tune`)"
+                )
+            if names != {"images", "masks"}:
+                held = ", ".join(sorted(names)) or "none"
+                raise UserError(
+                    f"{path}: a damaged tuned prompt: holds tensors {held}, not images and masks"
+                )
             images, masks = handle.get_tensor("images"), handle.get_tensor("masks")
-        object_ids = [int(i) for i in json.loads(metadata["object_ids"])]
-        config = json.loads(metadata["config"])
-    except (SafetensorError, OSError, ValueError, KeyError) as error:
-        raise UserError(f"{path}: unreadable prompt file ({error})") from None
+    except (SafetensorError, OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: unreadable prompt file (truncated?): {reason}") from None
+    object_ids, config = _prompt_metadata(path, metadata)
     if images.ndim != 4 or images.shape[1] != 3 or images.shape != masks.shape:
         raise UserError(
             f"{path}: prompt tensors have shapes {tuple(images.shape)} and {tuple(masks.shape)}, "
             "expected two (P, 3, S, S)"
         )
+    if images.shape[0] == 0 or images.shape[2] != images.shape[3]:
+        raise UserError(
+            f"{path}: prompt tensors have shape {tuple(images.shape)}, expected (P, 3, S, S) "
+            "with at least one square prompt"
+        )
+    if not (images.is_floating_point() and masks.is_floating_point()):
+        raise UserError(f"{path}: prompt tensors are {images.dtype}, expected floating point")
+    if not (torch.isfinite(images).all() and torch.isfinite(masks).all()):
+        raise UserError(f"{path}: prompt tensors hold NaN or infinite values")
     return TunedPrompt(images.float(), masks.float(), object_ids, metadata.get("model", ""), config)
+
+
+def _prompt_metadata(path: Path, metadata: dict[str, str]) -> tuple[list[int], dict]:
+    """Object ids (1..255) and model config from a prompt file's metadata, or UserError."""
+    try:
+        object_ids = json.loads(metadata["object_ids"])
+        config = json.loads(metadata["config"])
+    except KeyError as error:
+        raise UserError(f"{path}: a damaged tuned prompt: its metadata lacks {error}") from None
+    except ValueError as error:
+        raise UserError(f"{path}: a damaged tuned prompt: bad metadata ({error})") from None
+    if (
+        not isinstance(object_ids, list)
+        or not object_ids
+        or not all(isinstance(i, int) and 1 <= i <= 255 for i in object_ids)
+    ):
+        raise UserError(
+            f"{path}: a damaged tuned prompt: object_ids {metadata['object_ids'][:40]} in its "
+            "metadata, expected a list of ids 1..255"
+        )
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: a damaged tuned prompt: its config metadata is not an object")
+    return object_ids, config
 
 
 def load_tuned_prompt(path: Path | str, predictor: SegGPTPredictor) -> PromptTensors:
