@@ -8,7 +8,9 @@ How `read_mask` turns a file into ids:
 - Grayscale: DAVIS 2016 masks are 0/255 with one object, so values above half the range
   (> 127 for 8 bits) are object 1; this also absorbs JPEG noise around 0 and 255. A grayscale
   image whose values are all below 128 is a label map saved as gray (0/1, or 0,1,2,...): the value
-  is the id. An RGB image whose three channels are equal is read as grayscale.
+  is the id. An RGB image whose three channels are equal is read as grayscale. A 16-bit image with
+  one level besides 0 is object 1 at any level; one with several levels none of which is above
+  half the range is refused (it would read as an empty mask). Floating-point images are refused.
 - RGB with one colour per object: black (and, for RGBA, alpha < 128) is background. If every other
   colour is a DAVIS palette colour, its palette index is the id, so an RGB rendering of a DAVIS mask
   keeps its ids. Otherwise the colours are numbered 1..N in the order they first appear in raster
@@ -63,13 +65,22 @@ def read_mask(
     Returns (H, W) uint8 object ids, 0 = background.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not a mask file")
     try:
         with Image.open(path) as image:
             image.load()
     except FileNotFoundError:
         raise UserError(f"{path}: no such mask file") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"{path}: cannot read the mask as an image ({error})") from None
+    except UnidentifiedImageError:
+        raise UserError(
+            f"{path}: cannot read the mask as an image ({_what_instead(path)})"
+        ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = str(error).strip() or type(error).__name__
+        raise UserError(
+            f"{path}: cannot read the mask as an image (truncated?): {reason}"
+        ) from None
 
     labels = _labels_from_image(image, path)
     if size is not None and labels.shape != tuple(size):
@@ -84,11 +95,36 @@ def read_mask(
     return labels
 
 
+def _what_instead(path: Path) -> str:
+    """What a file that no image decoder recognised is, for the one-line error."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError as error:
+        return str(error.strerror)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"\x89PNG"):
+        return "a damaged or truncated PNG"
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError:
+            pass
+    return "not an image format it knows; save masks as PNG"
+
+
 def _labels_from_image(image: Image.Image, path: Path) -> np.ndarray:
     if image.mode == "P":
         return _checked(np.asarray(image, dtype=np.uint8), path, "palette indices")
     if image.mode == "1":
         return np.asarray(image, dtype=np.uint8)
+    if image.mode == "F":
+        raise UserError(
+            f"{path}: a floating-point image; save the mask as an 8-bit PNG (palette, 0/255 gray "
+            "or one colour per object)"
+        )
     if image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L"):
         gray = np.asarray(image.getchannel(0) if image.mode == "LA" else image)
         return _labels_from_gray(gray, path)
@@ -101,10 +137,23 @@ def _labels_from_image(image: Image.Image, path: Path) -> np.ndarray:
 
 
 def _labels_from_gray(gray: np.ndarray, path: Path) -> np.ndarray:
+    if gray.min(initial=0) < 0:
+        raise UserError(f"{path}: gray levels below 0; this does not look like a mask")
     if gray.max(initial=0) < 128:
         return _checked(gray.astype(np.uint8), path, "gray levels")
-    half = 127 if gray.dtype == np.uint8 else 32767  # 8-bit or 16-bit gray
-    return (gray > half).astype(np.uint8)
+    if gray.dtype == np.uint8:
+        return (gray > 127).astype(np.uint8)
+    # 16 bits (or 32-bit "I"): lossless, so a single level is one object whatever its value
+    levels = np.unique(gray)
+    if len(levels) == 1 or (len(levels) == 2 and levels[0] == 0):
+        return (gray > 0).astype(np.uint8)
+    labels = (gray > 32767).astype(np.uint8)
+    if not labels.any():
+        raise UserError(
+            f"{path}: {len(levels)} 16-bit gray levels up to {int(levels[-1])}, none above half "
+            "the range: neither a 0/65535 mask nor object ids below 128; save it as an 8-bit PNG"
+        )
+    return labels
 
 
 def _labels_from_colours(rgb: np.ndarray, path: Path) -> np.ndarray:
