@@ -87,29 +87,66 @@ def boundary_f_measure(
     """
     _check_same_shape(ground_truth, prediction)
     single = ground_truth.ndim == 2
-    if single:
-        ground_truth, prediction = ground_truth[None], prediction[None]
-    radius = boundary_radius(*ground_truth.shape[-2:], bound_th=bound_th)
-    ground_truth, prediction = _crop_around_masks(
-        ground_truth.astype(bool), prediction.astype(bool)
+    ground_truth = np.asarray(ground_truth, dtype=bool).reshape(-1, *ground_truth.shape[-2:])
+    prediction = np.asarray(prediction, dtype=bool).reshape(ground_truth.shape)
+    disk_rows = DiskRows(boundary_radius(*ground_truth.shape[-2:], bound_th=bound_th))
+    f_measure = np.array(
+        [
+            frame_j_and_f(gt, pred, disk_rows)[1]
+            for gt, pred in zip(ground_truth, prediction, strict=True)
+        ],
+        dtype=np.float64,
     )
-    gt_boundary = boundary_map(ground_truth)
-    pred_boundary = boundary_map(prediction)
-
-    n_pred = np.count_nonzero(pred_boundary, axis=(-2, -1))
-    n_gt = np.count_nonzero(gt_boundary, axis=(-2, -1))
-    pred_matched = _count_within_disk(pred_boundary, gt_boundary, radius)
-    gt_matched = _count_within_disk(gt_boundary, pred_boundary, radius)
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(n_pred == 0, 1.0, pred_matched / n_pred.astype(np.float64))
-        recall = np.where(n_gt == 0, 1.0, gt_matched / n_gt.astype(np.float64))
-        # One side empty: the official code scores precision 0 / recall 0 for the other side.
-        precision = np.where((n_pred > 0) & (n_gt == 0), 0.0, precision)
-        recall = np.where((n_gt > 0) & (n_pred == 0), 0.0, recall)
-        f_measure = 2 * precision * recall / (precision + recall)
-    f_measure = np.where(precision + recall == 0, 0.0, f_measure)
     return f_measure[0] if single else f_measure
+
+
+class DiskRows:
+    """The matching disk as rows: row ``dy`` reaches ``|dx| <= half_width(dy)``.
+
+    Built once per image size; ``frame_j_and_f`` uses it for every frame and object.
+    """
+
+    def __init__(self, radius: int) -> None:
+        self.radius = radius
+        half_widths = (disk(radius).sum(axis=1) - 1) // 2  # for dy = -radius .. radius
+        self.groups = [
+            (int(half), np.flatnonzero(half_widths == half) - radius)
+            for half in np.unique(half_widths)
+        ]
+        """(half width, the row offsets dy that have it), one entry per distinct half width."""
+
+
+def frame_j_and_f(
+    ground_truth: np.ndarray, prediction: np.ndarray, disk_rows: DiskRows
+) -> tuple[float, float]:
+    """J and F of one frame, computed only inside the box around both masks.
+
+    Both boundaries lie in that box (seg2bmap marks pixels up and left of an edge), so J, F
+    and every boundary pixel are those of the whole frame; the full-frame passes are one OR
+    and two ``any``. ground_truth, prediction: (H, W) bool. Returns (J, F) as floats.
+    """
+    box = _boundary_box(ground_truth, prediction)
+    if box is None:  # both masks empty: no boundary on either side
+        return 1.0, 1.0
+    gt, pred = ground_truth[box], prediction[box]
+    n_gt_pixels, n_pred_pixels = np.count_nonzero(gt), np.count_nonzero(pred)
+    intersection = np.count_nonzero(gt & pred)
+    j = intersection / (n_gt_pixels + n_pred_pixels - intersection)
+
+    # Rows below and columns right of the frame's last ones do not exist: the last-row and
+    # last-column rules of seg2bmap apply only where the box reaches the frame's edge.
+    boundaries = boundary_map(np.stack((gt, pred)))
+    n_gt, n_pred = (int(n) for n in np.count_nonzero(boundaries, axis=(1, 2)))
+    if n_gt == 0 or n_pred == 0:
+        precision = 1.0 if n_pred == 0 else 0.0
+        recall = 1.0 if n_gt == 0 else 0.0
+    else:
+        gt_matched, pred_matched = _matched_within_disk(boundaries, disk_rows)
+        precision = pred_matched / float(n_pred)
+        recall = gt_matched / float(n_gt)
+    if precision + recall == 0:
+        return float(j), 0.0
+    return float(j), 2 * precision * recall / (precision + recall)
 
 
 class Statistics(NamedTuple):
@@ -152,56 +189,61 @@ def _check_same_shape(ground_truth: np.ndarray, prediction: np.ndarray) -> None:
         )
 
 
-def _crop_around_masks(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Crop (T, H, W) stacks to where boundaries can be, without changing any boundary map.
+def _boundary_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, slice] | None:
+    """The box holding both masks and both boundaries, or None when both masks are empty.
 
     Boundary pixels lie within the masks' box grown by one pixel up and left. One more empty
-    row and column below and right (where the image has them) keep the last-row and
-    last-column rules of ``boundary_map`` from applying inside the image.
+    row and column below and right (where the frame has them) keep the last-row and
+    last-column rules of ``boundary_map`` from applying inside the frame. a, b: (H, W) bool.
     """
-    height, width = a.shape[-2:]
+    height, width = a.shape
     either = a | b
-    rows = np.flatnonzero(either.any(axis=(0, 2)))
-    cols = np.flatnonzero(either.any(axis=(0, 1)))
+    rows = np.flatnonzero(either.any(axis=1))
     if rows.size == 0:
-        return a[:, :1, :1], b[:, :1, :1]
-    box = (
-        slice(None),
-        slice(max(rows[0] - 1, 0), min(rows[-1] + 2, height)),
-        slice(max(cols[0] - 1, 0), min(cols[-1] + 2, width)),
-    )
-    return a[box], b[box]
+        return None
+    top, bottom = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, height)
+    cols = np.flatnonzero(either[top:bottom].any(axis=0))
+    return slice(top, bottom), slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, width))
 
 
-def _count_within_disk(targets: np.ndarray, sources: np.ndarray, radius: int) -> np.ndarray:
-    """Per frame, how many target pixels have a source pixel within ``disk(radius)``.
+def _matched_within_disk(boundaries: np.ndarray, disk_rows: DiskRows) -> tuple[int, int]:
+    """How many pixels of each boundary have a pixel of the other one within the disk.
 
-    Equal to ``(targets & dilate(sources, disk(radius))).sum()`` but works on the few boundary
-    pixels rather than the whole image: row ``dy`` of the disk spans ``|dx| <= half_width[dy]``,
-    so a target at (y, x) is covered when row ``y + dy`` has a source pixel in that span. Source
-    pixels get sorted keys, one row after another with a gap wider than the disk between rows,
-    and each span is one binary search. targets, sources: (T, H, W) bool. Returns (T,) int64.
+    The same counts as ``(gt & dilate(pred, disk)).sum()`` and ``(pred & dilate(gt, disk))``,
+    looked up only at the boundary pixels. Each row of the disk is a horizontal segment of
+    width ``2 * half + 1``; "some source pixel in the segment starting here" is made for each
+    distinct width by doubling (widths 1, 2, 4, ... then one more OR), on both boundaries at
+    once, and read at each target pixel shifted by the rows ``dy`` that have that width.
+    boundaries: (2, h, w) bool, ground truth then prediction. Returns (gt_matched, pred_matched).
     """
-    n_frames, height, width = targets.shape
-    target_index = np.flatnonzero(targets)
-    source_index = np.flatnonzero(sources)
-    if target_index.size == 0 or source_index.size == 0:
-        return np.zeros(n_frames, dtype=np.int64)
-    # Flat index (frame * H + y) * W + x becomes (frame * H + y) * row_stride + x.
-    row_stride = width + 2 * radius + 2
-    source_keys = source_index + (source_index // width) * (row_stride - width)
-    target_rows = target_index // width
-    target_keys = target_index + target_rows * (row_stride - width)
-    y = target_rows % height
-    frame = target_rows // height
-    half_width = (disk(radius).sum(axis=1) - 1) // 2
-    covered = np.zeros(target_index.size, dtype=bool)
-    for dy in range(-radius, radius + 1):
-        span_start = target_keys + dy * row_stride - half_width[dy + radius]
-        first = np.searchsorted(source_keys, span_start)
-        found = first < source_keys.size
-        nearest = source_keys[np.minimum(first, source_keys.size - 1)]
-        found &= nearest <= span_start + 2 * half_width[dy + radius]
-        found &= (y + dy >= 0) & (y + dy < height)  # rows outside the image have no sources
-        covered |= found
-    return np.bincount(frame[covered], minlength=n_frames).astype(np.int64)
+    radius = disk_rows.radius
+    _, height, width = boundaries.shape
+    # Empty margins of one radius: every segment and every row offset stays inside its own
+    # padded boundary image, so flat indices need no bounds checks.
+    stride = width + 2 * radius
+    padded = np.zeros((2, height + 2 * radius, stride), dtype=bool)
+    padded[:, radius : radius + height, radius : radius + width] = boundaries
+    sources = padded.ravel()
+    # Targets of each side read the other side's sources: find them in the swapped stack.
+    targets = np.flatnonzero(padded[::-1].ravel())
+    n_pred = np.count_nonzero(boundaries[1])  # the swapped stack starts with the prediction
+
+    runs = {1: sources}  # runs[n][i]: a source pixel among sources[i : i + n]
+    n = 1
+    while 2 * n <= 2 * radius + 1:
+        runs[2 * n] = runs[n][:-n] | runs[n][n:]
+        n *= 2
+    matched = np.zeros(targets.size, dtype=bool)
+    for half, offsets in disk_rows.groups:
+        length = 2 * half + 1
+        base = 1 << (length.bit_length() - 1)  # the largest power of two <= length
+        segment = (
+            runs[base]
+            if base == length
+            else (runs[base][: runs[base].size - (length - base)] | runs[base][length - base :])
+        )
+        at = targets[None, :] + (offsets[:, None] * stride - half)
+        matched |= segment[at].any(axis=0)
+    pred_matched = np.count_nonzero(matched[:n_pred])
+    gt_matched = np.count_nonzero(matched[n_pred:])
+    return int(gt_matched), int(pred_matched)

@@ -15,6 +15,7 @@ import io
 import json
 import math
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +25,13 @@ from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import VOID_LABEL, Benchmark, Sequence, read_labels_many
 from seggpt_video.evaluation.metrics import (
     BOUNDARY_THRESHOLD,
-    boundary_f_measure,
-    region_similarity,
+    DiskRows,
+    boundary_radius,
+    frame_j_and_f,
     statistics,
 )
 from seggpt_video.io.atomic import write_text_atomic
+from seggpt_video.io.masks import read_mask
 
 CACHE_DIR = ".eval-cache"
 CACHE_VERSION = 1
@@ -96,8 +99,8 @@ def score_sequence(
     indices = sorted(sequence.annotated)
     frame_names = [sequence.frames[index].stem for index in indices]
     gt_paths = [sequence.annotated[index] for index in indices]
-    first_gt = read_labels_many(gt_paths[:1])[0]
-    n_objects = int(_without_void(first_gt).max(initial=0))
+    first_gt = _without_void(read_mask(gt_paths[0]))
+    n_objects = int(first_gt.max(initial=0))
 
     scored = slice(1, -1)  # DAVIS semi-supervised: the first and last frames are not scored
     names = frame_names[scored]
@@ -111,28 +114,38 @@ def score_sequence(
         if not path.is_file():
             raise UserError(f"{path}: missing prediction for sequence {sequence.name} frame {name}")
 
-    gt = np.stack([_without_void(labels) for labels in read_labels_many(gt_paths[scored], threads)])
-    pred = read_labels_many(pred_paths, threads)
-    for name, path, labels in zip(names, pred_paths, pred, strict=True):
-        if labels.shape != gt.shape[1:]:
-            raise UserError(
-                f"{path}: prediction for sequence {sequence.name} frame {name} is "
-                f"{labels.shape[1]}x{labels.shape[0]}, the ground truth is "
-                f"{gt.shape[2]}x{gt.shape[1]}"
-            )
-        if labels.max(initial=0) > n_objects:
-            raise UserError(
-                f"{path}: prediction for sequence {sequence.name} frame {name} has object id "
-                f"{int(labels.max())}, the ground truth has {n_objects} object(s)"
-            )
-    pred = np.stack(pred)
-
+    disk_rows = DiskRows(boundary_radius(*first_gt.shape, bound_th=bound_th))
     j = np.empty((n_objects, len(names)))
     f = np.empty((n_objects, len(names)))
-    for row, object_id in enumerate(range(1, n_objects + 1)):
-        gt_object, pred_object = gt == object_id, pred == object_id
-        j[row] = region_similarity(gt_object, pred_object)
-        f[row] = boundary_f_measure(gt_object, pred_object, bound_th)
+    # Ground truth and prediction of each frame, interleaved: each frame is scored as soon as
+    # both are decoded, while the threads decode the frames after it.
+    interleaved = [path for pair in zip(gt_paths[scored], pred_paths) for path in pair]
+    with closing(read_labels_many(interleaved, threads)) as labels:
+        for column, (name, gt_path, path) in enumerate(zip(names, gt_paths[scored], pred_paths)):
+            # Void (255) is never an object id, so ``gt == object_id`` already counts it as
+            # background, as the official reader does.
+            gt, pred = next(labels), next(labels)
+            if gt.shape != first_gt.shape:
+                raise UserError(
+                    f"{gt_path}: ground truth of sequence {sequence.name} frame {name} is "
+                    f"{gt.shape[1]}x{gt.shape[0]}, its first frame is "
+                    f"{first_gt.shape[1]}x{first_gt.shape[0]}"
+                )
+            if pred.shape != gt.shape:
+                raise UserError(
+                    f"{path}: prediction for sequence {sequence.name} frame {name} is "
+                    f"{pred.shape[1]}x{pred.shape[0]}, the ground truth is "
+                    f"{gt.shape[1]}x{gt.shape[0]}"
+                )
+            if pred.max(initial=0) > n_objects:
+                raise UserError(
+                    f"{path}: prediction for sequence {sequence.name} frame {name} has object "
+                    f"id {int(pred.max())}, the ground truth has {n_objects} object(s)"
+                )
+            for row, object_id in enumerate(range(1, n_objects + 1)):
+                j[row, column], f[row, column] = frame_j_and_f(
+                    gt == object_id, pred == object_id, disk_rows
+                )
     return SequenceScore(sequence.name, names, j, f)
 
 
