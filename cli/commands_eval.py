@@ -32,6 +32,7 @@ from seggpt_video.cli.options import (
     PromptFile,
     build_segmenter,
 )
+from seggpt_video.distributed import Rank
 from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import Benchmark, open_benchmark
 from seggpt_video.evaluation.scoring import (
@@ -43,7 +44,7 @@ from seggpt_video.evaluation.scoring import (
     summarize,
     write_results_csv,
 )
-from seggpt_video.evaluation.sharding import Rank, Shard
+from seggpt_video.evaluation.sharding import Shard
 from seggpt_video.evaluation.youtube_vos import missing_masks, write_submission
 
 console = Console()

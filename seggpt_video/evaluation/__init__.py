@@ -5,5 +5,5 @@
 - ``scoring``: per-sequence scores (cached), the summary and the official CSVs.
 - ``inference``: run the propagation engine over a benchmark, saving palette PNGs.
 - ``youtube_vos``: the submission zip.
-- ``sharding``: ``--shard K/N`` and torchrun ranks.
+- ``sharding``: ``--shard K/N``, split again over torchrun ranks (``seggpt_video.distributed``).
 """
