@@ -122,8 +122,10 @@ def open_benchmark(
     YouTube-VOS, else the DAVIS year whose ``ImageSets/<year>/<split>.txt`` exists, 2017 first).
     """
     root = Path(root)
-    if not root.is_dir():
+    if not root.exists():
         raise UserError(f"{root}: dataset folder not found")
+    if not root.is_dir():
+        raise UserError(f"{root}: a file, not a dataset folder (DAVIS or YouTube-VOS)")
     if kind == "auto":
         kind = _detect_kind(root, split)
     if kind == "youtube-vos":
@@ -152,9 +154,14 @@ def _open_davis(root: Path, kind: str, split: str, resolution: str) -> Benchmark
     split_file = root / "ImageSets" / year / f"{split}.txt"
     if not split_file.is_file():
         raise UserError(f"{split_file}: split file not found")
-    names = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-    if not names:
-        raise UserError(f"{split_file}: lists no sequences")
+    names = _sequence_names(split_file)
+    for folder in (root / "JPEGImages" / resolution, root / "Annotations" / resolution):
+        if not folder.is_dir():
+            found = (
+                sorted(p.name for p in folder.parent.iterdir()) if folder.parent.is_dir() else []
+            )
+            there = f" (resolutions here: {', '.join(found)})" if found else ""
+            raise UserError(f"{folder}: no such folder; is this a DAVIS folder?{there}")
     sequences = []
     for name in names:
         image_dir = root / "JPEGImages" / resolution / name
@@ -162,6 +169,8 @@ def _open_davis(root: Path, kind: str, split: str, resolution: str) -> Benchmark
         if not frames:
             raise UserError(f"{image_dir}: no JPEG frames for sequence {name}")
         mask_dir = root / "Annotations" / resolution / name
+        if not mask_dir.is_dir():
+            raise UserError(f"{mask_dir}: no annotation folder for sequence {name}")
         index_of = {frame.stem: index for index, frame in enumerate(frames)}
         annotated = {}
         for mask in sorted(mask_dir.glob("*.png")):
@@ -178,12 +187,56 @@ def _open_davis(root: Path, kind: str, split: str, resolution: str) -> Benchmark
     return Benchmark(kind, root, split, tuple(sequences))
 
 
+def _sequence_names(split_file: Path) -> list[str]:
+    """The sequence names an ImageSets file lists, one a line; UserError for anything else."""
+    try:
+        text = split_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise UserError(f"{split_file}: cannot read the list of sequences ({reason})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise UserError(f"{split_file}: lists no sequences")
+    for name in names:
+        if not _is_folder_name(name):
+            raise UserError(f"{split_file}: {name!r} is not a sequence name (a folder name)")
+    return names
+
+
+def _is_folder_name(name: str) -> bool:
+    """One folder below the dataset's, not a path that leads elsewhere."""
+    return "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def _is_youtube_vos_meta(videos: object) -> bool:
+    """videos -> name -> {"objects": id -> {"frames": [first, ...]}}, as meta.json has it."""
+    if not isinstance(videos, dict):
+        return False
+    for name, video in videos.items():
+        if not _is_folder_name(name) or not isinstance(video, dict):
+            return False
+        objects = video.get("objects", {})
+        if not isinstance(objects, dict):
+            return False
+        for info in objects.values():
+            if not isinstance(info, dict) or not isinstance(info.get("frames"), list):
+                return False
+            if not info["frames"]:
+                return False
+    return True
+
+
 def _open_youtube_vos(root: Path, split: str) -> Benchmark:
     meta_file = root / "meta.json"
     try:
         videos = json.loads(meta_file.read_text())["videos"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f"{meta_file}: not a YouTube-VOS meta.json ({error})") from None
+    if not _is_youtube_vos_meta(videos):
+        raise UserError(
+            f"{meta_file}: not a YouTube-VOS meta.json (expected videos -> name -> objects -> "
+            "id -> frames, a non-empty list)"
+        )
     sequences = []
     for name in sorted(videos):
         frames = tuple(sorted((root / "JPEGImages" / name).glob("*.jpg")))
