@@ -14,6 +14,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from seggpt_video.runtime import detect_cpu_features
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -33,6 +35,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_features": detect_cpu_features().to_dict(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "other_busy_processes": busy_processes(),

@@ -32,7 +32,8 @@ from _common import machine, print_table, write_json  # noqa: E402
 from seggpt_video.errors import UserError  # noqa: E402
 from seggpt_video.model import SegGPT, build_model, load_model  # noqa: E402
 from seggpt_video.objects import ObjectPalette  # noqa: E402
-from seggpt_video.predictor import PromptTensors, SegGPTPredictor, tune_cpu_runtime  # noqa: E402
+from seggpt_video.predictor import PromptTensors, SegGPTPredictor  # noqa: E402
+from seggpt_video.runtime import tune_cpu_runtime  # noqa: E402
 
 DAVIS = Path("/work/shared/data/davis2016-val")
 OPTIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -38,7 +38,8 @@ from _common import PeakMemory, machine, matmul_peak, print_table, timed, write_
 
 import seggpt_video.model.seggpt as seggpt_module  # noqa: E402
 from seggpt_video.model import PRESETS, SegGPT  # noqa: E402
-from seggpt_video.predictor import PromptTensors, SegGPTPredictor, tune_cpu_runtime  # noqa: E402
+from seggpt_video.predictor import PromptTensors, SegGPTPredictor  # noqa: E402
+from seggpt_video.runtime import tune_cpu_runtime  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -32,7 +32,8 @@ from seggpt_video.engine import SegmenterOptions  # noqa: E402
 from seggpt_video.evaluation.metrics import region_similarity  # noqa: E402
 from seggpt_video.model import load_model  # noqa: E402
 from seggpt_video.objects import ObjectPalette  # noqa: E402
-from seggpt_video.predictor import SegGPTPredictor, tune_cpu_runtime  # noqa: E402
+from seggpt_video.predictor import SegGPTPredictor  # noqa: E402
+from seggpt_video.runtime import tune_cpu_runtime  # noqa: E402
 from seggpt_video.training.demo import (  # noqa: E402
     copy_first_mask,
     score_clip,

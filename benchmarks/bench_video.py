@@ -34,12 +34,8 @@ from seggpt_video.io.video import open_video  # noqa: E402
 from seggpt_video.io.writers import make_writers  # noqa: E402
 from seggpt_video.model import build_model  # noqa: E402
 from seggpt_video.pipeline import segment_video  # noqa: E402
-from seggpt_video.predictor import (  # noqa: E402
-    SegGPTPredictor,
-    load_predictor,
-    resolve_dtype,
-    tune_cpu_runtime,
-)
+from seggpt_video.predictor import SegGPTPredictor, load_predictor  # noqa: E402
+from seggpt_video.runtime import resolve_dtype, tune_cpu_runtime  # noqa: E402
 
 DAVIS = Path("/work/shared/data/davis2016-val")
 

@@ -1,14 +1,22 @@
-"""``seggpt-video info``: which model, how big, where it runs."""
+"""``seggpt-video info``: which model, how big, where it runs and on which CPU path."""
 
 from __future__ import annotations
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
+from seggpt_video import runtime
 from seggpt_video.cli.app import app
 from seggpt_video.cli.options import Checkpoint, Device, Dtype, ModelName
 from seggpt_video.model import count_parameters
-from seggpt_video.predictor import load_predictor
+from seggpt_video.predictor import SegGPTPredictor, load_predictor
+
+ATTENTION_FORMS = {
+    "bias": "fused, position bias as the mask",
+    "folded": "fused, position bias folded into q and k",
+    "math": "plain softmax (reference)",
+}
 
 
 @app.command()
@@ -18,7 +26,7 @@ def info(
     device: Device = "auto",
     dtype: Dtype = "auto",
 ) -> None:
-    """Print the model's configuration, parameter count, device and precision."""
+    """Print the model's configuration, parameter count, device, precision and CPU path."""
     predictor = load_predictor(model=model, checkpoint=checkpoint, device=device, dtype=dtype)
     config = predictor.model.config
     table = Table(title=f"model {predictor.name}", show_header=False)
@@ -27,8 +35,22 @@ def info(
         "device": str(predictor.device),
         "dtype": str(predictor.dtype).removeprefix("torch."),
         "prompt/query size": f"{predictor.size}x{predictor.size} px",
+        **(cpu_rows(predictor) if predictor.device.type == "cpu" else {}),
         **{key: str(value) for key, value in config.to_dict().items() if key != "name"},
     }
     for key, value in rows.items():
         table.add_row(key, value)
     Console().print(table)
+
+
+def cpu_rows(predictor: SegGPTPredictor) -> dict[str, str]:
+    """What was found on this CPU and what the predictor runs there."""
+    features = runtime.detect_cpu_features()
+    return {
+        "cpu features": ", ".join(features.names()) or "none of AMX, AVX-512, AVX2 found",
+        "torch cpu kernels": features.capability or "unknown",
+        "native bf16": "yes" if features.native_bf16 else "no",
+        "threads": str(torch.get_num_threads()),
+        "packed linears": "yes" if predictor.packed_linears else "no",
+        "attention": ATTENTION_FORMS[predictor.attention_form],
+    }

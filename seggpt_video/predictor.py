@@ -6,9 +6,7 @@ normalisation, stacking prompt over query, device and precision.
 
 from __future__ import annotations
 
-import ctypes
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seggpt_video.errors import UserError
+from seggpt_video import runtime
 from seggpt_video.model import SegGPT, load_model
 from seggpt_video.model.packed import pack_linears, packing_available
 
@@ -26,67 +24,6 @@ DEFAULT_MODEL = "seggpt-tiny"
 SEG_TYPES = {"semantic": 0, "instance": 1}
 # Prompts whose target streams are kept (per-object passes each have their own prompt set).
 TARGET_CACHE_PROMPTS = 16
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks the first CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: expected auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine")
-    return resolved
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' is fp16 on CUDA and fp32 on the CPU; fp16 on the CPU is allowed but slow."""
-    names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    aliases = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    dtype = aliases.get(dtype, dtype)
-    if dtype not in names:
-        raise UserError(f"--dtype {dtype}: expected auto, fp32, fp16 or bf16")
-    return names[dtype]
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads share one core's matmul units)."""
-    cpus = (
-        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    )
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            package = (topology / "physical_package_id").read_text().strip()
-            cores.add((package, (topology / "core_id").read_text().strip()))
-        except OSError:
-            cores.add(("cpu", str(cpu)))
-    return max(len(cores), 1)
-
-
-def tune_cpu_runtime(threads: int | None = None) -> int:
-    """Set torch's CPU threads (default: physical cores, or OMP_NUM_THREADS) and keep freed memory.
-
-    glibc hands every block above 32 MB back to the OS on free, so each ViT-L block page-faults
-    its attention bias and activations in afresh (measured: README, Speed); keeping freed
-    blocks in the heap avoids that. Returns the thread count.
-    """
-    if threads is None:
-        threads = int(os.environ.get("OMP_NUM_THREADS") or physical_cores())
-    torch.set_num_threads(threads)
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return threads
-    m_trim_threshold, m_mmap_max = -1, -4
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 1 << 30)
-    return threads
 
 
 def to_tensor_images(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
@@ -169,7 +106,10 @@ class SegGPTPredictor:
         self.max_queries: int | None = None
         # Target streams of recent prompt sets, newest first: (prompt masks, target stream).
         self._targets: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if pack and compile is None and self.device.type == "cpu" and packing_available(dtype):
+        self.packed_linears = (
+            pack and compile is None and self.device.type == "cpu" and packing_available(dtype)
+        )
+        if self.packed_linears:
             pack_linears(self.model)
         if compile is not None:
             for block in self.model.blocks:
@@ -177,6 +117,14 @@ class SegGPTPredictor:
                 block.forward_shared = torch.compile(
                     block.forward_shared, mode=compile, dynamic=False
                 )
+
+    @property
+    def attention_form(self) -> str:
+        """The attention the blocks run: "bias" (as the mask), "folded" (into q, k) or "math"."""
+        impl = self.model.blocks[0].attn.impl
+        if impl == "sdpa":  # resolved per dtype, as Attention.attend does
+            return "bias" if self.dtype == torch.float32 else "folded"
+        return impl
 
     @property
     def size(self) -> int:
@@ -317,12 +265,23 @@ def load_predictor(
     dtype: str = "auto",
     seg_type: str = "instance",
 ) -> SegGPTPredictor:
-    """A predictor from a checkpoint file or folder, or a model name (default: the packaged one)."""
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    """A predictor from a checkpoint file or folder, or a model name (default: the packaged one).
+
+    On the CPU it runs the path chosen for this CPU's features (runtime.choose_cpu_path).
+    """
+    torch_device = runtime.resolve_device(device)
+    torch_dtype = runtime.resolve_dtype(dtype, torch_device)
+    cpu_path = None
     if torch_device.type == "cpu":
-        tune_cpu_runtime()
+        cpu_path = runtime.choose_cpu_path(runtime.detect_cpu_features())
+        runtime.tune_cpu_runtime(cpu_path.threads)
     source = checkpoint if checkpoint is not None else (model or DEFAULT_MODEL)
     network = load_model(source)
     name = str(checkpoint) if checkpoint is not None else (model or DEFAULT_MODEL)
-    return SegGPTPredictor(network, torch_device, torch_dtype, seg_type=seg_type, name=name)
+    pack = cpu_path is None or cpu_path.packed_linears
+    predictor = SegGPTPredictor(
+        network, torch_device, torch_dtype, seg_type=seg_type, name=name, pack=pack
+    )
+    if cpu_path is not None:
+        predictor.model.set_attention(cpu_path.attention)
+    return predictor

@@ -6,11 +6,16 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from seggpt_video import runtime
 from seggpt_video.cli.app import app
 from seggpt_video.model import build_model, count_parameters, save_checkpoint
+from seggpt_video.runtime import CpuFeatures
 
 
-def test_info_reports_config_parameters_device_and_dtype(tmp_path: Path):
+def test_info_reports_config_parameters_device_and_dtype(tmp_path: Path, monkeypatch):
+    # bf16 is refused on CPUs without it natively: stand in one that has it.
+    native = CpuFeatures.from_flags({"avx512_bf16", "avx512f", "avx2"})
+    monkeypatch.setattr(runtime, "detect_cpu_features", lambda: native)
     model = build_model("test-small")
     save_checkpoint(model, tmp_path / "small.safetensors")
     args = ["info", "-c", str(tmp_path / "small.safetensors"), "--device", "cpu", "--dtype", "bf16"]

@@ -8,7 +8,8 @@ from test_model import random_model, release_inputs
 
 from seggpt_video.model import PRESETS
 from seggpt_video.model.seggpt import run_blocks, split_shared
-from seggpt_video.predictor import PromptTensors, SegGPTPredictor, physical_cores, tune_cpu_runtime
+from seggpt_video.predictor import PromptTensors, SegGPTPredictor
+from seggpt_video.runtime import physical_cores, tune_cpu_runtime
 
 SMALL = PRESETS["test-small"]
 
