@@ -1,0 +1,745 @@
+"""GPU check: precision, speed, attention forms, compile, memory and OOM back-off in one run.
+
+    python benchmarks/gpu_check.py                      # CUDA, ViT-L, random weights (seed 0)
+    python benchmarks/gpu_check.py --checkpoint seggpt_vit_large.pth --frames-dir FRAMES
+    python benchmarks/gpu_check.py --device cpu --preset test-small   # CPU smoke run (tests)
+
+Written for the day a GPU is lent: one command, one JSON, short tables. Sections:
+
+- precision: fp16 and bf16 against fp32 on the same device and weights: max and mean difference
+  of the painted output in 0-255 levels, and the IoU of the release's mask (mean RGB > 128); a
+  second fp32 run gives the run-to-run noise floor. 1 and 9 prompts.
+- throughput: seconds per frame of SegGPTPredictor.paint at 1 and 9 prompts, batch 1/4/8/16,
+  a new prompt set every call (the target stream is recomputed, as with a prompt memory).
+- attention: the folded form (position bias folded into q and k, fused SDPA unmasked) against
+  the bias-as-mask form and the plain-softmax reference, per dtype and per SDPA backend.
+- compile: torch.compile modes against eager (CPU: skipped unless --cpu-compile; see below).
+- oom_backoff: a forced small memory budget; batch 16 must complete with max_queries lowered.
+- end_to_end: `run`'s loop (segment_video: decode, engine, DAVIS PNG and overlay writers,
+  decode and write in their own threads) on a synthetic 720p clip, memory 8.
+
+Every case records its peak memory: torch.cuda.max_memory_allocated on CUDA, the profiler's
+allocation events on the CPU (in one untimed round, as bench_model does). TF32 is off so fp32
+is a true fp32 reference. Writes benchmarks/results/gpu_check[_cpu].json unless --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import PeakMemory, machine, print_table, timed, write_json  # noqa: E402
+
+from seggpt_video.engine import Segmenter, SegmenterOptions  # noqa: E402
+from seggpt_video.io.video import open_video  # noqa: E402
+from seggpt_video.io.writers import make_writers  # noqa: E402
+from seggpt_video.model import SegGPT, build_model, load_model  # noqa: E402
+from seggpt_video.pipeline import segment_video  # noqa: E402
+from seggpt_video.predictor import PromptTensors, SegGPTPredictor  # noqa: E402
+from seggpt_video.training.demo import write_video  # noqa: E402
+from seggpt_video.training.synthetic import make_clip  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BATCHES = (1, 4, 8, 16)
+PROMPT_COUNTS = (1, 9)  # the first frame alone; the first frame and 8 remembered (memory 8)
+PRECISION_QUERIES = 4
+ATTENTION_BATCH = 4
+COMPILE_BATCH = 8
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+END_TO_END_BATCHES = (1, 8)
+BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+# The CPU has a fused (flash) kernel and the math one only.
+DEVICE_BACKENDS = {"cuda": ("flash", "efficient", "cudnn", "math"), "cpu": ("flash", "math")}
+CPU_COMPILE_SKIPPED = (
+    "CPU: compiling is slow here (test-small's 'default' took 34 s with a cold inductor cache, "
+    "9 s warm, on the 2-core VM) and gave no gain on ViT-L (README, Speed); --cpu-compile runs "
+    "'default'"
+)
+CPU_ONLY_DEFAULT = (
+    "CPU: only 'default' is tried on the CPU (CUDA graphs and GEMM autotuning are GPU features)"
+)
+OOM_CPU_SKIPPED = (
+    "CPU: torch.cuda.set_per_process_memory_fraction bounds only the CUDA caching allocator; "
+    "there is no CPU memory budget to force an out-of-memory error with"
+)
+
+
+@dataclass
+class Check:
+    """Everything the sections share: device, weights (fp32, on the CPU), frames and settings."""
+
+    device: torch.device
+    speed_dtype: torch.dtype
+    model: SegGPT
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB, the precision and speed inputs
+    masks: np.ndarray  # (T, H, W, 3) uint8, white on black (one object: the release's painting)
+    repeats: int
+    quick: bool
+    cpu_compile: bool
+    # Prepared inputs by (kind, dtype, ...): resizing 720p frames costs more than test-small.
+    prepared: dict = field(default_factory=dict)
+
+    def predictor(self, dtype: torch.dtype, compile: str | None = None) -> SegGPTPredictor:
+        """A fresh predictor on its own copy of the weights (empty caches, max_queries unset)."""
+        return SegGPTPredictor(copy.deepcopy(self.model), self.device, dtype, compile=compile)
+
+    def fixed_inputs(
+        self, predictor: SegGPTPredictor, prompts: int, queries: int
+    ) -> tuple[PromptTensors, torch.Tensor]:
+        """The same prompts and queries (in the predictor's dtype) for every compared case."""
+        return self.prompt_sets(predictor, prompts, 1)[0], self.queries(predictor, prompts, queries)
+
+    def prompt_sets(self, predictor: SegGPTPredictor, prompts: int, count: int) -> list:
+        """``count`` prompt sets of the first ``prompts`` frames, (P, 3, S, S) each.
+
+        Each set's masks are shifted one pixel further right, so no set hits the predictor's
+        cache of target streams: every call pays for its prompts as a video with memory does.
+        """
+        key = ("prompts", predictor.dtype, prompts)
+        if key not in self.prepared:
+            indices = [i % len(self.frames) for i in range(prompts)]
+            images, masks = list(self.frames[indices]), list(self.masks[indices])
+            self.prepared[key] = predictor.prepare_prompts(images, masks)
+        base = self.prepared[key]
+        return [PromptTensors(base.images, base.masks.roll(i, dims=-1)) for i in range(count)]
+
+    def queries(self, predictor: SegGPTPredictor, start: int, count: int) -> torch.Tensor:
+        """``count`` frames from ``start`` on (the clip repeats if short), (Q, 3, S, S)."""
+        key = ("queries", predictor.dtype, start, count)
+        if key not in self.prepared:
+            indices = [(start + i) % len(self.frames) for i in range(count)]
+            self.prepared[key] = predictor.prepare_images(list(self.frames[indices]))
+        return self.prepared[key]
+
+
+def measure(
+    call: Callable[[int], object], device: torch.device, repeats: int, warmups: int = 1
+) -> dict:
+    """Warm-up calls, ``repeats`` timed calls (median), then one untimed call for peak memory.
+
+    call(i) is the i-th call overall, so each can take its own inputs.
+    """
+    warmup_seconds = [timed(lambda i=i: call(i), device) for i in range(warmups)]
+    seconds = [timed(lambda i=i: call(warmups + i), device) for i in range(repeats)]
+    with PeakMemory(device) as peak:
+        call(warmups + repeats)
+    return {
+        "seconds": statistics.median(seconds),
+        "seconds_all": [round(s, 6) for s in seconds],
+        "warmup_seconds": [round(s, 6) for s in warmup_seconds],
+        "peak_memory_bytes": int(peak.peak_bytes),
+    }
+
+
+def compare(reference: torch.Tensor, other: torch.Tensor) -> dict:
+    """Two paintings (Q, 3, S, S) in 0-255: difference in levels and the release's mask IoU.
+
+    The mask is mean RGB > 128 (the release's rule). Random weights paint no pixel above 128,
+    so the release's IoU is then 1 for want of a mask; the median split (threshold at each
+    reference image's median, half the pixels in, most near the threshold) still tells.
+    """
+    reference, other = reference.float().cpu(), other.float().cpu()
+    difference = (other - reference).abs()
+    ref_grey, grey = reference.mean(dim=1), other.mean(dim=1)
+    ref_mask, mask = ref_grey > 128, grey > 128
+    median = ref_grey.flatten(1).median(dim=1).values[:, None, None]
+    return {
+        "max_abs_diff_levels": difference.max().item(),
+        "mean_abs_diff_levels": difference.mean().item(),
+        "mask_iou_mean": iou(ref_mask, mask).mean().item(),
+        "mask_iou_min": iou(ref_mask, mask).min().item(),
+        "mask_pixels_changed": (ref_mask ^ mask).float().mean().item(),
+        "mask_fraction_reference": ref_mask.float().mean().item(),
+        "median_split_iou_min": iou(ref_grey > median, grey > median).min().item(),
+    }
+
+
+def iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Per-image IoU of two boolean masks (N, H, W): (N,); 1 where both are empty."""
+    intersection = (first & second).flatten(1).sum(1).float()
+    union = (first | second).flatten(1).sum(1).float()
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+
+
+@contextmanager
+def recorded(row: dict) -> Iterator[None]:
+    """Run a case; a failure is recorded in ``row['error']`` (with torch's warnings) not raised.
+
+    One case failing (a kernel the GPU lacks, a compile mode that breaks) must not lose the
+    other cases of a run on a lent GPU.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except Exception as error:  # recorded, shown in the table and the JSON
+            notes = [str(w.message).splitlines()[0] for w in caught]
+            row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            if notes:
+                row["warnings"] = list(dict.fromkeys(notes))
+    if row.get("error") is None and caught:
+        row["warnings"] = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
+
+
+def free_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# -- sections ---------------------------------------------------------------------------------
+def check_precision(check: Check) -> dict:
+    """fp16, bf16 and a second fp32 run against fp32: same weights, frames and prompts."""
+    queries = 2 if check.quick else PRECISION_QUERIES
+    rows = []
+    for prompts in PROMPT_COUNTS:
+        painted = {}
+        for name in ("fp32", "fp32 again", "fp16", "bf16"):
+            predictor = check.predictor(DTYPES[name.split()[0]])
+            painted[name] = predictor.paint(*check.fixed_inputs(predictor, prompts, queries))
+            predictor = None  # its weights go before the next dtype's copy arrives
+            free_memory(check.device)
+        for name in ("fp32 again", "fp16", "bf16"):
+            rows.append(
+                {"prompts": prompts, "dtype": name, **compare(painted["fp32"], painted[name])}
+            )
+    return {"reference": "fp32 on the same device (TF32 off)", "queries": queries, "cases": rows}
+
+
+def time_paint(
+    check: Check, predictor: SegGPTPredictor, prompts: int, batch: int, warmups: int = 1
+) -> dict:
+    """Per-frame timing and peak memory of paint on ``batch`` queries, a new prompt set a call."""
+    sets = check.prompt_sets(predictor, prompts, warmups + check.repeats + 1)
+    queries = check.queries(predictor, prompts, batch)
+    result = measure(
+        lambda i: predictor.paint(sets[i], queries), check.device, check.repeats, warmups
+    )
+    seconds = result["seconds"]
+    return {
+        "seconds_per_frame": seconds / batch,
+        "frames_per_second": batch / seconds,
+        "seconds_per_call": seconds,
+        "peak_memory_bytes": result["peak_memory_bytes"],
+        "seconds_all": result["seconds_all"],
+        "warmup_seconds": result["warmup_seconds"],
+    }
+
+
+def throughput_case(check: Check, prompts: int, batch: int) -> dict:
+    row: dict = {"prompts": prompts, "batch": batch}
+    with recorded(row):
+        predictor = check.predictor(check.speed_dtype)
+        row.update(time_paint(check, predictor, prompts, batch))
+        row["max_queries"] = predictor.max_queries
+    return row
+
+
+def check_throughput(check: Check) -> dict:
+    """Seconds per frame of paint at 1 and 9 prompts and batch 1, 4, 8, 16."""
+    rows = []
+    for prompts in PROMPT_COUNTS:
+        for batch in BATCHES:
+            rows.append(throughput_case(check, prompts, batch))
+            free_memory(check.device)
+    return {
+        "dtype": dtype_name(check.speed_dtype),
+        "attention_form": "default (sdpa: bias as mask in fp32, folded otherwise)",
+        "prompt_sets": "a new one every call (target stream recomputed, as with memory)",
+        "cases": rows,
+    }
+
+
+def attention_case(
+    check: Check, dtype: str, form: str, backend: str, expected: torch.Tensor
+) -> dict:
+    row: dict = {"dtype": dtype, "form": form, "backend": backend}
+    with recorded(row):
+        predictor = check.predictor(DTYPES[dtype])
+        predictor.model.set_attention(form)
+        kernels = BACKENDS.get(backend)
+        with sdpa_kernel(kernels) if kernels is not None else nullcontext():
+            row.update(time_paint(check, predictor, 1, ATTENTION_BATCH))
+            painted = predictor.paint(*check.fixed_inputs(predictor, 1, ATTENTION_BATCH))
+        difference = compare(expected, painted)
+        row["max_abs_diff_vs_fp32_math"] = difference["max_abs_diff_levels"]
+        row["mask_iou_vs_fp32_math"] = difference["mask_iou_mean"]
+    return row
+
+
+def check_attention(check: Check) -> dict:
+    """Each attention form per dtype and SDPA backend, against fp32 plain softmax ("math")."""
+    dtypes = ["fp32", "fp16", "bf16"] if check.device.type == "cuda" else ["fp32", "bf16"]
+    backends = ["auto"] if check.quick else ["auto", *DEVICE_BACKENDS[check.device.type]]
+    reference = check.predictor(torch.float32)
+    reference.model.set_attention("math")
+    expected = reference.paint(*check.fixed_inputs(reference, 1, ATTENTION_BATCH))
+    reference = None
+    rows = []
+    for dtype in dtypes:
+        cases = [(form, backend) for form in ("folded", "bias") for backend in backends]
+        for form, backend in [*cases, ("math", "-")]:
+            rows.append(attention_case(check, dtype, form, backend, expected))
+            free_memory(check.device)
+    return {
+        "batch": ATTENTION_BATCH,
+        "prompts": 1,
+        "forms": {
+            "folded": "bias folded into q and k, fused SDPA unmasked (Attention.attend_folded)",
+            "bias": "the (L, L) position bias as SDPA's attn_mask",
+            "math": "plain softmax(q k^T * scale + bias) v, no SDPA",
+        },
+        "switch": "SegGPT.set_attention(form); 'sdpa' (the default) picks bias in fp32, "
+        "folded otherwise",
+        "backend": "torch.nn.attention.sdpa_kernel restricted to one backend; auto: unrestricted",
+        "cases": rows,
+    }
+
+
+def compile_case(check: Check, mode: str, eager: dict | None) -> dict:
+    row: dict = {"mode": mode}
+    with recorded(row):
+        torch._dynamo.reset()
+        eager_predictor = check.predictor(check.speed_dtype)
+        inputs = check.fixed_inputs(eager_predictor, 1, COMPILE_BATCH)
+        expected = eager_predictor.paint(*inputs)
+        eager_predictor = None
+        predictor = check.predictor(check.speed_dtype, compile=mode)
+        # Two warm-up calls: the second call compiled again in a CPU trial (test-small).
+        row.update(time_paint(check, predictor, 1, COMPILE_BATCH, warmups=2))
+        row["first_call_seconds"] = row["warmup_seconds"][0]
+        painted = predictor.paint(*inputs)
+        row["max_abs_diff_vs_eager"] = compare(expected, painted)["max_abs_diff_levels"]
+        if eager is not None:
+            row["speedup_vs_eager"] = eager["seconds_per_frame"] / row["seconds_per_frame"]
+    torch._dynamo.reset()
+    return row
+
+
+def check_compile(check: Check, eager: dict | None) -> dict:
+    """torch.compile modes at 1 prompt, batch 8: first call (compiling), then per frame."""
+    rows = []
+    for mode in COMPILE_MODES[:1] if check.quick else COMPILE_MODES:
+        if check.device.type == "cpu" and not check.cpu_compile:
+            rows.append({"mode": mode, "skipped": CPU_COMPILE_SKIPPED})
+        elif check.device.type == "cpu" and mode != "default":
+            rows.append({"mode": mode, "skipped": CPU_ONLY_DEFAULT})
+        else:
+            rows.append(compile_case(check, mode, eager))
+            free_memory(check.device)
+    return {
+        "dtype": dtype_name(check.speed_dtype),
+        "prompts": 1,
+        "batch": COMPILE_BATCH,
+        "eager": "the throughput case of 1 prompt, batch 8",
+        "cases": rows,
+    }
+
+
+def oom_budget(
+    reserved_bytes: int, peak_one: int, peak_full: int, total_bytes: int
+) -> tuple[float, int]:
+    """Memory fraction under which one query fits and a full batch does not.
+
+    reserved_bytes: held by the allocator before the call (weights, inputs); peak_one and
+    peak_full: peak bytes above that for batch 1 and the full batch. The budget above the
+    reserved memory is their geometric mean (about batch 4 of 16), far from both ends.
+    Returns (fraction of total_bytes, budget in bytes above reserved_bytes).
+    """
+    if not 0 < peak_one < peak_full:
+        raise ValueError(f"need 0 < peak of one query ({peak_one}) < peak of all ({peak_full})")
+    budget = int(math.sqrt(peak_one * peak_full))
+    return (reserved_bytes + budget) / total_bytes, budget
+
+
+def check_oom_backoff(check: Check) -> dict:
+    """Batch 16 under a memory budget too small for it: paint must split it and remember."""
+    if check.device.type != "cuda":
+        return {"skipped": OOM_CPU_SKIPPED}
+    batch = BATCHES[-1]
+    row: dict = {"batch": batch, "prompts": 1, "dtype": dtype_name(check.speed_dtype)}
+    with recorded(row):
+        row.update(oom_case(check, batch))
+    free_memory(check.device)
+    return row
+
+
+def oom_case(check: Check, batch: int) -> dict:
+    predictor = check.predictor(check.speed_dtype)
+    prompts, queries = check.fixed_inputs(predictor, 1, batch)
+    predictor.paint(prompts, queries[:1])  # warm: target stream cached, kernels loaded
+    with PeakMemory(check.device) as one:
+        predictor.paint(prompts, queries[:1])
+    with PeakMemory(check.device) as full:
+        expected = predictor.paint(prompts, queries)
+    if predictor.max_queries is not None:
+        raise RuntimeError(f"batch {batch} ran out of memory with no budget set")
+    free_memory(check.device)
+    reserved = torch.cuda.memory_reserved(check.device)
+    total = torch.cuda.get_device_properties(check.device).total_memory
+    fraction, budget = oom_budget(reserved, one.peak_bytes, full.peak_bytes, total)
+    torch.cuda.set_per_process_memory_fraction(fraction, check.device)
+    try:
+        with PeakMemory(check.device) as bounded:
+            painted = predictor.paint(prompts, queries)
+        seconds = timed(lambda: predictor.paint(prompts, queries), check.device)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, check.device)
+    return {
+        "peak_one_bytes": one.peak_bytes,
+        "peak_full_bytes": full.peak_bytes,
+        "reserved_bytes": reserved,
+        "budget_bytes": budget,
+        "memory_fraction": fraction,
+        "peak_memory_bytes": bounded.peak_bytes,
+        "seconds_bounded_call": seconds,
+        "completed_queries": painted.shape[0],
+        "max_queries": predictor.max_queries,
+        "max_abs_diff_vs_unbounded": compare(expected, painted)["max_abs_diff_levels"],
+        "passed": painted.shape[0] == batch and (predictor.max_queries or batch) < batch,
+    }
+
+
+def check_end_to_end(check: Check, clip: Path, labels: np.ndarray, scratch: Path) -> dict:
+    """`run`'s one loop on the 720p clip: frames/s with decode and write overlapped."""
+    rows = []
+    object_ids = sorted(int(i) for i in np.unique(labels) if i)
+    for batch in END_TO_END_BATCHES:
+        row: dict = {"batch_size": batch, "memory": 8}
+        with recorded(row):
+            options = SegmenterOptions(memory=8, batch_size=batch)
+            segmenter = Segmenter(check.predictor(check.speed_dtype), options)
+            with open_video(clip) as video:
+                out = scratch / f"out_batch{batch}"
+                writers = make_writers(["davis", "overlay"], out, video.info, object_ids)
+                report = segment_video(video, {0: labels}, segmenter, writers)
+            seconds = dict(report.seconds)
+            row.update(
+                frames=report.frames,
+                frames_per_second=report.frames / seconds["total"],
+                seconds=seconds,
+            )
+        free_memory(check.device)
+        rows.append(row)
+    with open_video(clip) as video:
+        info = video.info
+    return {
+        "clip": {
+            "source": "synthetic (training.synthetic.make_clip, seed 0), H.264 yuv444p via PyAV",
+            "size": f"{info.width}x{info.height}",
+            "frames": info.num_frames,
+            "objects": len(object_ids),
+        },
+        "dtype": dtype_name(check.speed_dtype),
+        "writers": ["davis", "overlay"],
+        "cases": rows,
+    }
+
+
+# -- machine, inputs, report ------------------------------------------------------------------
+def gpu_info(device: torch.device) -> dict | None:
+    """Name, memory, compute capability, driver and CUDA/cuDNN versions; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    properties = torch.cuda.get_device_properties(device)
+    try:
+        driver = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            .stdout.split("\n")[0]
+            .strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        driver = None
+    return {
+        "name": properties.name,
+        "memory_bytes": properties.total_memory,
+        "capability": f"{properties.major}.{properties.minor}",
+        "multiprocessors": properties.multi_processor_count,
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+def read_frames(folder: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` frames of a folder or video, each with a centred rectangle as mask."""
+    with open_video(folder) as video:
+        images = np.stack([frame for _, frame in itertools.islice(video.iter_frames(), count)])
+    masks = np.zeros_like(images)
+    height, width = images.shape[1:3]
+    masks[:, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255
+    return images, masks
+
+
+def clip_length(args: argparse.Namespace, small: bool) -> int:
+    if args.frames is not None:
+        return args.frames
+    return 6 if small else 16 if args.quick else 48
+
+
+def summary_tables(result: dict) -> None:
+    """The short tables: one per section, the numbers a reader compares."""
+    mb = 2**20
+
+    def memory(row: dict) -> float | None:
+        value = row.get("peak_memory_bytes")
+        return None if value is None else value / mb
+
+    print_table(
+        "precision: against fp32 (levels 0-255; IoU of mean RGB > 128)",
+        [
+            {
+                **row,
+                "max diff": row["max_abs_diff_levels"],
+                "mean diff": row["mean_abs_diff_levels"],
+                "IoU mean": row["mask_iou_mean"],
+                "IoU min": row["mask_iou_min"],
+                "fp32 mask area": row["mask_fraction_reference"],
+                "median-split IoU min": row["median_split_iou_min"],
+            }
+            for row in result["precision"]["cases"]
+        ],
+        [
+            "prompts",
+            "dtype",
+            "max diff",
+            "mean diff",
+            "IoU mean",
+            "IoU min",
+            "fp32 mask area",
+            "median-split IoU min",
+        ],
+    )
+    throughput = result["throughput"]
+    print_table(
+        f"throughput: paint, {throughput['dtype']}",
+        [
+            {
+                **row,
+                "s/frame": row.get("seconds_per_frame"),
+                "frames/s": row.get("frames_per_second"),
+                "peak MB": memory(row),
+                "note": row.get("error"),
+            }
+            for row in throughput["cases"]
+        ],
+        ["prompts", "batch", "s/frame", "frames/s", "peak MB", "max_queries", "note"],
+    )
+    print_table(
+        f"attention forms: 1 prompt, batch {result['attention']['batch']}",
+        [
+            {
+                **row,
+                "s/frame": row.get("seconds_per_frame"),
+                "peak MB": memory(row),
+                "diff vs fp32 math": row.get("max_abs_diff_vs_fp32_math"),
+                "note": (row.get("error") or "")[:80] or None,
+            }
+            for row in result["attention"]["cases"]
+        ],
+        ["dtype", "form", "backend", "s/frame", "peak MB", "diff vs fp32 math", "note"],
+    )
+    print_table(
+        f"torch.compile: {result['compile']['dtype']}, 1 prompt, batch {COMPILE_BATCH}",
+        [
+            {
+                **row,
+                "first call s": row.get("first_call_seconds"),
+                "s/frame": row.get("seconds_per_frame"),
+                "speed-up": row.get("speedup_vs_eager"),
+                "diff vs eager": row.get("max_abs_diff_vs_eager"),
+                "peak MB": memory(row),
+                "note": (row.get("skipped") or row.get("error") or "")[:90] or None,
+            }
+            for row in result["compile"]["cases"]
+        ],
+        ["mode", "first call s", "s/frame", "speed-up", "diff vs eager", "peak MB", "note"],
+    )
+    oom = result["oom_backoff"]
+    print_table(
+        "out-of-memory back-off: batch 16 under a forced budget",
+        [
+            {
+                "passed": oom.get("passed"),
+                "max_queries": oom.get("max_queries"),
+                "budget MB": oom["budget_bytes"] / mb if "budget_bytes" in oom else None,
+                "note": (oom.get("skipped") or oom.get("error") or "")[:90] or None,
+            }
+        ],
+        ["passed", "max_queries", "budget MB", "note"],
+    )
+    end = result["end_to_end"]
+    print_table(
+        f"end to end: {end['clip']['size']}, {end['clip']['frames']} frames, {end['dtype']}, "
+        "memory 8",
+        [
+            {
+                **row,
+                "frames/s": row.get("frames_per_second"),
+                **{f"{k} s": v for k, v in row.get("seconds", {}).items()},
+                "note": row.get("error"),
+            }
+            for row in end["cases"]
+        ],
+        [
+            "batch_size",
+            "frames",
+            "frames/s",
+            "total s",
+            "decode s",
+            "model_and_pre_post s",
+            "write s",
+            "note",
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run every section and write the JSON; returns what was written."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
+    parser.add_argument("--preset", default="seggpt-vit-large")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="real weights (any format)")
+    parser.add_argument("--seed", type=int, default=0, help="of the random weights and the clip")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="for speed cases; auto: fp16 on CUDA, fp32 on the CPU",
+    )
+    parser.add_argument(
+        "--frames-dir",
+        type=Path,
+        default=None,
+        help="frames for precision and speed (a centred box as mask)",
+    )
+    parser.add_argument("--frames", type=int, default=None, help="720p clip length")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per case")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 timed call, default SDPA backend only, compile 'default' only",
+    )
+    parser.add_argument("--cpu-compile", action="store_true", help="try compile on the CPU")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (1 on a shared machine)"
+    )
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    began = time.perf_counter()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # fp32 is the reference: no TF32 in its matmuls or convolutions.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    speed_dtype = (
+        DTYPES[args.dtype]
+        if args.dtype != "auto"
+        else (torch.float16 if device.type == "cuda" else torch.float32)
+    )
+    torch.manual_seed(args.seed)
+    model = load_model(args.checkpoint) if args.checkpoint else build_model(args.preset)
+    small = model.config.embed_dim <= 128
+    repeats = args.repeats or (1 if args.quick else 3)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        clip_frames, clip_labels = make_clip(
+            args.seed, clip_length(args, small), height=720, width=1280, num_objects=2
+        )
+        clip = scratch / "synthetic_720p.mp4"
+        write_video(clip, clip_frames, fps=24)
+        if args.frames_dir is not None:
+            frames, masks = read_frames(args.frames_dir, max(PROMPT_COUNTS) + BATCHES[-1])
+        else:
+            frames = clip_frames
+            masks = np.repeat((clip_labels > 0)[..., None] * np.uint8(255), 3, axis=-1)
+        check = Check(
+            device, speed_dtype, model, frames, masks, repeats, args.quick, args.cpu_compile
+        )
+        result: dict = {
+            "command": " ".join(["python", *(argv if argv is not None else sys.argv)]),
+            "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {**machine(), "gpu": gpu_info(device)},
+            "settings": {
+                "device": str(device),
+                "model": model.config.name,
+                "weights": str(args.checkpoint) if args.checkpoint else f"random, seed {args.seed}",
+                "speed_dtype": dtype_name(speed_dtype),
+                "repeats": repeats,
+                "quick": args.quick,
+                "inputs": str(args.frames_dir) if args.frames_dir else "the synthetic 720p clip",
+                "tf32": {"matmul": False, "cudnn": False},
+                "peak_memory_source": "torch.cuda.max_memory_allocated"
+                if device.type == "cuda"
+                else "profiler allocation events (CPU tensors)",
+            },
+        }
+        sections: list[tuple[str, Callable[[], dict]]] = [
+            ("precision", lambda: check_precision(check)),
+            ("throughput", lambda: check_throughput(check)),
+            ("attention", lambda: check_attention(check)),
+            ("compile", lambda: check_compile(check, eager_case(result))),
+            ("oom_backoff", lambda: check_oom_backoff(check)),
+            ("end_to_end", lambda: check_end_to_end(check, clip, clip_labels[0], scratch)),
+        ]
+        for name, run in sections:
+            clock = time.perf_counter()
+            result[name] = run()
+            result[name]["section_seconds"] = round(time.perf_counter() - clock, 2)
+            print(f"{name}: {result[name]['section_seconds']} s", file=sys.stderr)
+    result["seconds_total"] = round(time.perf_counter() - began, 2)
+    summary_tables(result)
+    name = "gpu_check" if device.type == "cuda" else "gpu_check_cpu"
+    print("wrote", write_json(name, result, args.json), f"in {result['seconds_total']} s")
+    return result
+
+
+def eager_case(result: dict) -> dict | None:
+    """The throughput case compile is compared with: 1 prompt, batch 8."""
+    for row in result["throughput"]["cases"]:
+        if (row["prompts"], row["batch"]) == (1, COMPILE_BATCH) and "error" not in row:
+            return row
+    return None
+
+
+if __name__ == "__main__":
+    main()
