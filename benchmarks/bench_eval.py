@@ -1,103 +1,203 @@
-"""How fast `seggpt-video eval` scores DAVIS 2016 val from existing predictions, and what it gives.
+"""How long `seggpt-video eval` takes to score DAVIS 2016 val against vos-benchmark, same masks.
 
-Two predictions are scored, each from scratch (empty cache) and again from the cache:
-- the ground truth itself (every number must be 1.0, decays 0.0);
-- the previous frame's ground truth (frame 0 predicted as itself), a simple baseline.
+Each round runs both commands as fresh processes (start-up included, as a user runs them), in
+alternating order: `seggpt-video eval DATA --benchmark davis2016 --predictions P -o OUT` with
+OUT/.eval-cache removed first (a cached sequence is not scored again), and vos-benchmark's
+`benchmark()` with 2 processes. The ratio is the median of ours over the median of theirs.
+Then both results are compared: every per-sequence and global J and F at vos-benchmark's
+printed precision (one decimal, in percent).
+
+Without --predictions the masks are the ground truth shifted, grown or shrunk by a few pixels
+per sequence (no model needed), written once to /tmp/eval-preds.
 
 Usage: python benchmarks/bench_eval.py [--data /work/shared/data/davis2016-val]
-           [--threads 4] [--json benchmarks/results/bench_eval.json]
-Prints a table and writes the numbers as JSON.
+           [--predictions DIR] [--rounds 5] [--json benchmarks/results/bench_eval.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+import numpy as np
+from _common import machine, print_table, write_json
+from PIL import Image
 
-from seggpt_video.evaluation.datasets import open_benchmark
-from seggpt_video.evaluation.scoring import score_predictions, summarize, write_results_csv
+from seggpt_video.evaluation.datasets import Benchmark, open_benchmark
+from seggpt_video.evaluation.scoring import CACHE_DIR, SequenceScore, summarize
+from seggpt_video.io.masks import read_mask
+
+VOS_BENCHMARK = (
+    "import sys; from vos_benchmark.benchmark import benchmark; "
+    "benchmark([sys.argv[1]], [sys.argv[2]], num_processes=2, verbose=False)"
+)
 
 
-def previous_frame_predictions(benchmark, folder: Path) -> Path:
-    """Link each frame's prediction to the previous frame's ground truth (frame 0: itself)."""
+def _shift(masks: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The mask moved by (dy, dx) pixels; what leaves the frame is lost. masks: (H, W) bool."""
+    moved = np.zeros_like(masks)
+    height, width = masks.shape
+    moved[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = masks[
+        max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+    ]
+    return moved
+
+
+def perturbed_predictions(benchmark: Benchmark, folder: Path) -> Path:
+    """Ground truth shifted, grown or shrunk by a few pixels, as 0/255 PNGs (no model needed).
+
+    Each sequence gets its own offset and growth (seeded by its name, so every run writes the
+    same files); every frame adds a small jitter, and every 17th frame is left empty. 0/255
+    like the DAVIS 2016 ground truth, so vos-benchmark sees the same object value in both.
+    """
     for sequence in benchmark.sequences:
+        rng = np.random.default_rng(zlib.crc32(sequence.name.encode()))
+        dy, dx = (int(v) for v in rng.integers(-6, 7, 2))
+        grow = int(rng.integers(-3, 4))
         target = folder / sequence.name
-        target.mkdir(parents=True)
-        masks = [sequence.annotated[i] for i in sorted(sequence.annotated)]
-        for index, mask in enumerate(masks):
-            (target / mask.name).symlink_to(masks[max(index - 1, 0)].resolve())
+        target.mkdir(parents=True, exist_ok=True)
+        for index in sorted(sequence.annotated):
+            pred = read_mask(sequence.annotated[index]) > 0
+            jitter_y, jitter_x = (int(v) for v in rng.integers(-2, 3, 2))
+            pred = _shift(pred, dy + jitter_y, dx + jitter_x)
+            for _ in range(abs(grow)):  # one pixel of growth (or shrinkage) per step
+                near = [pred] + [_shift(pred, y, x) for y, x in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+                pred = np.logical_or.reduce(near) if grow > 0 else np.logical_and.reduce(near)
+            if index % 17 == 16:
+                pred[:] = False
+            name = f"{sequence.frames[index].stem}.png"
+            Image.fromarray(pred.astype(np.uint8) * 255).save(target / name)
     return folder
 
 
-def timed_score(benchmark, predictions: Path, output: Path, threads: int) -> tuple[float, dict]:
+def run(command: list[str]) -> float:
+    """Wall-clock seconds of one command, which must succeed."""
     start = time.perf_counter()
-    scores = score_predictions(list(benchmark.sequences), predictions, output, threads=threads)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def compare_with_vos_benchmark(
+    output: Path, gt_root: Path, predictions: Path
+) -> tuple[int, int, float]:
+    """(values compared, values that differ as vos-benchmark prints them, largest difference).
+
+    Ours at full precision from the score cache, theirs from an untimed in-process run; per
+    object J and F and the global J, F and J&F, in percent as vos-benchmark reports them.
+    """
+    from vos_benchmark.benchmark import benchmark as vos_benchmark
+
+    scores = [
+        SequenceScore.from_json(json.loads(path.read_text()))
+        for path in sorted((output / CACHE_DIR).glob("*.json"))
+    ]
     results = summarize(scores)
-    write_results_csv(results, output, benchmark.split)
-    return time.perf_counter() - start, results.global_scores
+    g = results.global_scores
+    ours = {name: (100 * j, 100 * f) for name, j, f in results.per_object}
+    ours["global"] = (100 * g["J-Mean"], 100 * g["F-Mean"], 100 * g["J&F-Mean"])
+    jf, j, f, objects = vos_benchmark(
+        [str(gt_root)], [str(predictions)], num_processes=2, verbose=False
+    )
+    theirs = {"global": (j[0], f[0], jf[0])}
+    for sequence, (iou, boundary) in objects[0].items():
+        # DAVIS 2016 masks are 0/255, so vos-benchmark's object is 255; ours is object 1.
+        for number, value in enumerate(sorted(iou), start=1):
+            theirs[f"{sequence}_{number}"] = (iou[value], boundary[value])
+    if set(ours) != set(theirs):
+        raise SystemExit(f"objects differ: ours {sorted(ours)}, vos-benchmark {sorted(theirs)}")
+    pairs = [pair for name in ours for pair in zip(ours[name], theirs[name], strict=True)]
+    differ = sum(f"{mine:.1f}" != f"{other:.1f}" for mine, other in pairs)
+    return len(pairs), differ, max(abs(mine - other) for mine, other in pairs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/davis2016-val"))
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/bench_eval.json"))
+    parser.add_argument("--predictions", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    benchmark = open_benchmark(args.data)
-    n_frames = sum(len(s.frames) for s in benchmark.sequences)
-    rows = []
+    benchmark = open_benchmark(args.data, "davis2016")
+    n_frames = sum(len(s.annotated) for s in benchmark.sequences)
+    predictions = args.predictions
+    if predictions is None:
+        predictions = Path("/tmp/eval-preds")
+        if not all((predictions / s.name).is_dir() for s in benchmark.sequences):
+            perturbed_predictions(benchmark, predictions)
+    gt_root = args.data / "Annotations" / "480p"
+    bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        cases = {
-            "ground truth": benchmark.root / "Annotations" / "480p",
-            "previous frame": previous_frame_predictions(benchmark, scratch / "previous"),
-        }
-        for name, predictions in cases.items():
-            output = scratch / f"out-{len(rows)}"
-            cold, scores = timed_score(benchmark, predictions, output, args.threads)
-            cached, _ = timed_score(benchmark, predictions, output, args.threads)
+        output = Path(scratch) / "eval-out"
+        ours = [str(bin_dir / "seggpt-video"), "eval", str(args.data), "--benchmark"]
+        ours += ["davis2016", "--predictions", str(predictions), "-o", str(output)]
+        theirs = [sys.executable, "-c", VOS_BENCHMARK, str(gt_root), str(predictions)]
+        print("ours:  ", " ".join(ours))
+        print("theirs:", " ".join(theirs[:2]), repr(VOS_BENCHMARK), *theirs[3:])
+        rows = []
+        for round_index in range(args.rounds):
+            times = {}
+            order = ("ours", "vos-benchmark") if round_index % 2 == 0 else ("vos-benchmark", "ours")
+            for who in order:
+                if who == "ours":
+                    shutil.rmtree(output / CACHE_DIR, ignore_errors=True)
+                    times[who] = run(ours)
+                else:
+                    times[who] = run(theirs)
             rows.append(
                 {
-                    "prediction": name,
-                    "seconds_scoring": round(cold, 2),
-                    "seconds_from_cache": round(cached, 2),
-                    "ms_per_frame": round(1000 * cold / n_frames, 2),
-                    **{key: round(value, 6) for key, value in scores.items()},
+                    "round": round_index + 1,
+                    "first": order[0],
+                    "ours_s": round(times["ours"], 3),
+                    "vos_benchmark_s": round(times["vos-benchmark"], 3),
+                    "ratio": round(times["ours"] / times["vos-benchmark"], 3),
                 }
             )
+            print(rows[-1], flush=True)
+        compared, differ, largest = compare_with_vos_benchmark(output, gt_root, predictions)
 
-    table = Table(
-        title=f"seggpt-video eval on {benchmark.kind} {benchmark.split}: "
-        f"{len(benchmark.sequences)} sequences, {n_frames} frames, {args.threads} threads"
+    median_ours = statistics.median(row["ours_s"] for row in rows)
+    median_vos = statistics.median(row["vos_benchmark_s"] for row in rows)
+    print_table(
+        f"DAVIS 2016 val, {len(benchmark.sequences)} sequences, {n_frames} frames: "
+        "seconds per command (fresh process, empty cache)",
+        rows,
+        ["round", "first", "ours_s", "vos_benchmark_s", "ratio"],
     )
-    table.add_column("")
-    for row in rows:
-        table.add_column(row["prediction"], justify="right")
-    for key in [k for k in rows[0] if k != "prediction"]:
-        table.add_row(key, *(f"{row[key]:.3f}" for row in rows))
-    Console().print(table)
-
+    print(
+        f"median: ours {median_ours:.2f} s, vos-benchmark {median_vos:.2f} s, "
+        f"ratio {median_ours / median_vos:.3f}"
+    )
+    print(
+        f"agreement with vos-benchmark: {compared - differ}/{compared} J and F values equal as "
+        f"it prints them (.1f, percent); largest difference {largest:.2e} points"
+    )
     report = {
         "data": str(args.data),
-        "sequences": len(benchmark.sequences),
+        "predictions": str(predictions),
         "frames": n_frames,
-        "threads": args.threads,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.platform(),
-        "rows": rows,
+        "commands": {"ours": ours, "vos_benchmark": theirs},
+        "machine": machine(),
+        "rounds": rows,
+        "median_ours_s": round(median_ours, 3),
+        "median_vos_benchmark_s": round(median_vos, 3),
+        "ratio": round(median_ours / median_vos, 3),
+        "values_compared": compared,
+        "values_differing_as_printed": differ,
+        "largest_difference_points": largest,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    path = write_json("bench_eval", report, args.json)
+    print(f"wrote {path}")
+    if differ:
+        raise SystemExit(f"{differ} value(s) differ from vos-benchmark's")
 
 
 if __name__ == "__main__":

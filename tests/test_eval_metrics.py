@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from seggpt_video.evaluation.metrics import (
+    DiskRows,
     boundary_f_measure,
     boundary_map,
     boundary_radius,
     disk,
+    frame_j_and_f,
     region_similarity,
     statistics,
 )
@@ -183,3 +185,157 @@ def test_same_as_vos_benchmark_at_davis_size():
     assert region_similarity(gt, pred) == evaluator.object_iou[1][0]
     assert boundary_f_measure(gt, pred) == evaluator.boundary_f[1][0]
     assert 0.3 < boundary_f_measure(gt, pred) < 0.99
+
+
+# The straightforward full-frame measures, written as the DAVIS code does them (seg2bmap over
+# the whole frame, the boundary dilated by the disk, matches counted), as the oracle for the
+# box-cropped, sparse implementation.
+
+
+def reference_boundary(seg):
+    """DAVIS seg2bmap on the whole frame."""
+    east, south, south_east = (np.zeros_like(seg) for _ in range(3))
+    east[:, :-1] = seg[:, 1:]
+    south[:-1, :] = seg[1:, :]
+    south_east[:-1, :-1] = seg[1:, 1:]
+    boundary = seg ^ east | seg ^ south | seg ^ south_east
+    boundary[-1, :] = seg[-1, :] ^ east[-1, :]
+    boundary[:, -1] = seg[:, -1] ^ south[:, -1]
+    boundary[-1, -1] = False
+    return boundary
+
+
+def reference_dilate(seg, radius):
+    """Binary dilation by disk(radius): OR of the frame shifted by every offset of the disk."""
+    height, width = seg.shape
+    out = np.zeros_like(seg)
+    for dy, dx in np.argwhere(disk(radius)) - radius:
+        if abs(dy) >= height or abs(dx) >= width:
+            continue  # moved out of the frame
+        out[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] |= seg[
+            max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+        ]
+    return out
+
+
+def reference_j_and_f(gt, pred, bound_th=0.008):
+    union = np.count_nonzero(gt | pred)
+    j = 1.0 if union == 0 else np.count_nonzero(gt & pred) / union
+    radius = boundary_radius(*gt.shape, bound_th=bound_th)
+    gt_boundary, pred_boundary = reference_boundary(gt), reference_boundary(pred)
+    n_gt, n_pred = np.count_nonzero(gt_boundary), np.count_nonzero(pred_boundary)
+    if n_pred == 0 and n_gt > 0:
+        precision, recall = 1.0, 0.0
+    elif n_pred > 0 and n_gt == 0:
+        precision, recall = 0.0, 1.0
+    elif n_pred == 0 and n_gt == 0:
+        precision, recall = 1.0, 1.0
+    else:
+        precision = np.count_nonzero(pred_boundary & reference_dilate(gt_boundary, radius)) / n_pred
+        recall = np.count_nonzero(gt_boundary & reference_dilate(pred_boundary, radius)) / n_gt
+    f = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return j, f
+
+
+def _edge_cases():
+    """Empty, full, one-pixel, border-touching, thin and at-the-tolerance masks, named."""
+    shape = (40, 50)  # radius ceil(0.008 * 64.03) = 1
+    h, w = shape
+    empty, full = np.zeros(shape, bool), np.ones(shape, bool)
+    yield "empty vs empty", empty, empty, 0.008
+    yield "full vs full", full, full, 0.008
+    yield "full vs empty", full, empty, 0.008
+    yield "empty vs full", empty, full, 0.008
+    for y, x in [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (20, 25)]:
+        one = mask(shape, (y, y + 1, x, x + 1))
+        yield f"one pixel at {y},{x} vs itself", one, one, 0.008
+        yield f"one pixel at {y},{x} vs empty", one, empty, 0.008
+        yield f"one pixel at {y},{x} vs full", one, full, 0.008
+        for th in (0.008, 3, 5):
+            moved = mask(shape, (y, y + 1, (x + 3) % w, (x + 3) % w + 1))
+            yield f"one pixel at {y},{x} and 3 right, {th}", one, moved, th
+    yield "left half vs right half", mask(shape, (0, h, 0, 25)), mask(shape, (0, h, 25, w)), 0.008
+    yield "bottom rows vs top rows", mask(shape, (30, h, 0, w)), mask(shape, (0, 10, 0, w)), 2
+    yield "frame minus a border", full, mask(shape, (1, h - 1, 1, w - 1)), 0.008
+    yield "one row vs one column", mask(shape, (h - 1, h, 0, w)), mask(shape, (0, h, w - 1, w)), 3
+    # Boundaries exactly at the tolerance and one pixel beyond it, straight and diagonal.
+    for th in (4, 5):
+        yield (
+            f"4 apart, tolerance {th}",
+            mask(shape, (10, 30, 5, 20)),
+            mask(shape, (10, 30, 9, 24)),
+            th,
+        )
+        yield (
+            f"3 and 4 diagonal, tolerance {th}",
+            mask(shape, (5, 6, 5, 6)),
+            mask(shape, (8, 9, 9, 10)),
+            th,
+        )
+    # A tolerance wider than the frame.
+    yield "tolerance beyond the frame", mask((3, 4), (0, 1, 0, 1)), mask((3, 4), (2, 3, 3, 4)), 9
+    for size in [(1, 1), (1, 7), (7, 1), (2, 2)]:
+        rng = np.random.default_rng(sum(size))
+        yield f"tiny {size}", rng.random(size) < 0.5, rng.random(size) < 0.5, 0.008
+        yield f"tiny {size} full vs empty", np.ones(size, bool), np.zeros(size, bool), 0.008
+
+
+@pytest.mark.parametrize("case", list(_edge_cases()), ids=lambda case: case[0])
+def test_edge_cases_same_as_the_full_frame_reference(case):
+    _, gt, pred, bound_th = case
+    expected = reference_j_and_f(gt, pred, bound_th)
+    disk_rows = DiskRows(boundary_radius(*gt.shape, bound_th=bound_th))
+    assert frame_j_and_f(gt, pred, disk_rows) == expected
+    assert boundary_f_measure(gt, pred, bound_th) == expected[1]
+    assert region_similarity(gt, pred) == expected[0]
+
+
+def test_random_masks_same_as_the_full_frame_reference():
+    rng = np.random.default_rng(16)
+    compared = 0
+    for trial in range(400):
+        shape = tuple(int(v) for v in rng.integers(1, 60, 2))
+        bound_th = [0.008, 0.05, 0.1, 1, 2, 6][trial % 6]
+        gt, pred = next(_random_pairs(rng)) if trial % 2 else _blobs(rng, shape)
+        expected = reference_j_and_f(gt, pred, bound_th)
+        disk_rows = DiskRows(boundary_radius(*gt.shape, bound_th=bound_th))
+        assert frame_j_and_f(gt, pred, disk_rows) == expected, (trial, shape, bound_th)
+        compared += 0 < expected[1] < 1
+    assert compared > 200  # most cases match only part of the boundaries
+
+
+def _blobs(rng, shape):
+    """A few discs and boxes, some cut by the frame's edges, and a shifted, eroded copy."""
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    gt = np.zeros(shape, bool)
+    for _ in range(int(rng.integers(0, 4))):
+        cy, cx = rng.integers(-5, h + 5), rng.integers(-5, w + 5)
+        if rng.random() < 0.5:
+            gt |= (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.integers(0, 15) ** 2
+        else:
+            gt |= (abs(yy - cy) <= rng.integers(0, 10)) & (abs(xx - cx) <= rng.integers(0, 10))
+    pred = np.roll(gt, tuple(int(v) for v in rng.integers(-4, 5, 2)), axis=(0, 1))
+    pred &= rng.random(shape) < 0.97
+    return gt, pred
+
+
+def test_stacks_at_davis_size_same_as_the_full_frame_reference():
+    # 854x480: radius 8. Objects in the middle, cut by each edge and corner, and one frame
+    # with both masks empty, so the boxes take every position relative to the frame.
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:480, :854]
+    centres = [(240, 427), (0, 427), (479, 427), (240, 0), (240, 853), (0, 0), (479, 853)]
+    gts, preds = [], []
+    for cy, cx in centres:
+        gts.append(((yy - cy) / 60) ** 2 + ((xx - cx) / 90) ** 2 <= 1)
+        pred = ((yy - cy - rng.integers(-9, 10)) / 57) ** 2 + ((xx - cx) / 95) ** 2 <= 1
+        pred[cy // 2 : cy // 2 + 3, :] ^= True  # a stripe through and beyond the object
+        preds.append(pred)
+    gts.append(np.zeros((480, 854), bool))
+    preds.append(np.zeros((480, 854), bool))
+    gt, pred = np.stack(gts), np.stack(preds)
+    expected = [reference_j_and_f(g, p) for g, p in zip(gt, pred, strict=True)]
+    assert boundary_f_measure(gt, pred).tolist() == [f for _, f in expected]
+    assert region_similarity(gt, pred).tolist() == [j for j, _ in expected]
+    assert all(0.05 < f < 0.9 for _, f in expected[:-1])  # partly matched boundaries
