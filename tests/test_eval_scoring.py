@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -18,7 +19,9 @@ from test_eval_helpers import (
 )
 
 from seggpt_video.errors import UserError
-from seggpt_video.evaluation.datasets import open_benchmark
+from seggpt_video.evaluation import datasets
+from seggpt_video.evaluation.datasets import open_benchmark, read_labels_many
+from seggpt_video.evaluation.metrics import boundary_f_measure, region_similarity
 from seggpt_video.evaluation.scoring import (
     collect_cached,
     score_benchmark_sequence,
@@ -221,3 +224,69 @@ def test_bad_dataset_folders(davis, tmp_path):
     with pytest.raises(UserError, match="no sequence gamma in the val split"):
         open_benchmark(other).select(["beta", "gamma"])
     assert [s.name for s in open_benchmark(other).select(["beta"]).sequences] == ["beta"]
+
+
+def shifted_object_2(sequence, frame):
+    """Everything one frame late, object 2 also two pixels right: J and F between 0 and 1."""
+    labels = ground_truth(sequence, max(frame - 1, 0))
+    moved = np.roll(labels == 2, 2, axis=1) * 2
+    return (np.where(labels == 2, 0, labels) + moved).astype(np.uint8)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_streamed_scores_equal_the_stacked_measures(davis, tmp_path, threads):
+    # Frames are scored one by one while others decode; any thread count gives the numbers of
+    # the measures applied to the whole stack of masks read one after another.
+    predictions = write_predictions(tmp_path / "pred", shifted_object_2)
+    partial = False
+    for sequence in open_benchmark(davis).sequences:
+        score = score_sequence(sequence, predictions, threads=threads)
+        frames = sorted(sequence.annotated)[1:-1]
+        gt = np.stack([read_mask(sequence.annotated[i]) for i in frames])
+        pred = np.stack([read_mask(predictions / sequence.name / f"{i:05d}.png") for i in frames])
+        for row, object_id in enumerate(score.object_ids):
+            assert (
+                score.j[row].tolist()
+                == region_similarity(gt == object_id, pred == object_id).tolist()
+            )
+            assert (
+                score.f[row].tolist()
+                == boundary_f_measure(gt == object_id, pred == object_id).tolist()
+            )
+        partial |= bool(((score.f > 0) & (score.f < 1)).any())
+    assert partial  # boundaries partly matched, not only 0 and 1
+
+
+def test_masks_are_decoded_in_order_a_bounded_way_ahead(monkeypatch, tmp_path):
+    started = []
+
+    def fake_read_mask(path):
+        started.append(path)
+        return np.full((2, 2), int(path.stem), np.uint8)
+
+    monkeypatch.setattr(datasets, "read_mask", fake_read_mask)
+    paths = [tmp_path / f"{i}.png" for i in range(40)]
+    masks = read_labels_many(paths, threads=3)
+    values = [int(next(masks)[0, 0])]
+    assert len(started) <= 2 * 3 + 1  # not the whole list at once
+    values += [int(mask[0, 0]) for mask in masks]
+    assert values == list(range(40))
+    assert len(started) == 40
+
+
+def test_a_bad_frame_stops_the_decoding_threads(davis, tmp_path):
+    predictions = write_predictions(tmp_path / "pred", ground_truth)
+    save_palette(predictions / "alpha/00002.png", np.zeros((HEIGHT + 1, WIDTH), np.uint8))
+    before = threading.active_count()
+    with pytest.raises(UserError, match=r"alpha frame 00002 is 32x25") as error:
+        score_sequence(open_benchmark(davis).sequences[0], predictions, threads=3)
+    # Stopped when the error leaves score_sequence, not when its traceback is let go.
+    assert threading.active_count() == before
+    assert error.traceback
+
+
+def test_ground_truth_frames_of_another_size_are_refused(davis, tmp_path):
+    save_palette(davis / "Annotations/480p/beta/00002.png", np.zeros((HEIGHT, WIDTH + 2), np.uint8))
+    predictions = write_predictions(tmp_path / "pred", ground_truth)
+    with pytest.raises(UserError, match=r"beta/00002\.png: ground truth .* is 34x24, .* 32x24"):
+        score_sequence(open_benchmark(davis).sequences[1], predictions)
