@@ -13,7 +13,8 @@ Written for the day a GPU is lent: one command, one JSON, short tables. Sections
   a new prompt set every call (the target stream is recomputed, as with a prompt memory).
 - attention: the folded form (position bias folded into q and k, fused SDPA unmasked) against
   the bias-as-mask form and the plain-softmax reference, per dtype and per SDPA backend.
-- compile: torch.compile modes against eager (CPU: skipped unless --cpu-compile; see below).
+- compile: torch.compile modes against eager (CPU: skipped with the reason unless
+  --cpu-compile, which tries 'default' only).
 - oom_backoff: a forced small memory budget; batch 16 must complete with max_queries lowered.
 - end_to_end: `run`'s loop (segment_video: decode, engine, DAVIS PNG and overlay writers,
   decode and write in their own threads) on a synthetic 720p clip, memory 8.
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -74,9 +76,9 @@ BACKENDS = {
 # The CPU has a fused (flash) kernel and the math one only.
 DEVICE_BACKENDS = {"cuda": ("flash", "efficient", "cudnn", "math"), "cpu": ("flash", "math")}
 CPU_COMPILE_SKIPPED = (
-    "CPU: compiling is slow here (test-small's 'default' took 34 s with a cold inductor cache, "
-    "9 s warm, on the 2-core VM) and gave no gain on ViT-L (README, Speed); --cpu-compile runs "
-    "'default'"
+    "CPU: too slow to compile here (test-small's 'default': 34 s with a cold inductor cache, "
+    "9 s warm, on the 2-core VM with other processes busy) and no gain on ViT-L (README, "
+    "Speed); --cpu-compile runs 'default'"
 )
 CPU_ONLY_DEFAULT = (
     "CPU: only 'default' is tried on the CPU (CUDA graphs and GEMM autotuning are GPU features)"
@@ -101,10 +103,15 @@ class Check:
     cpu_compile: bool
     # Prepared inputs by (kind, dtype, ...): resizing 720p frames costs more than test-small.
     prepared: dict = field(default_factory=dict)
+    # The weights on the device, once per dtype: cases copy them there, not from the host.
+    weights: dict = field(default_factory=dict)
 
     def predictor(self, dtype: torch.dtype, compile: str | None = None) -> SegGPTPredictor:
         """A fresh predictor on its own copy of the weights (empty caches, max_queries unset)."""
-        return SegGPTPredictor(copy.deepcopy(self.model), self.device, dtype, compile=compile)
+        if dtype not in self.weights:
+            self.weights[dtype] = copy.deepcopy(self.model).to(self.device, dtype)
+        weights = copy.deepcopy(self.weights[dtype])
+        return SegGPTPredictor(weights, self.device, dtype, compile=compile)
 
     def fixed_inputs(
         self, predictor: SegGPTPredictor, prompts: int, queries: int
@@ -509,128 +516,120 @@ def clip_length(args: argparse.Namespace, small: bool) -> int:
     return 6 if small else 16 if args.quick else 48
 
 
-def summary_tables(result: dict) -> None:
-    """The short tables: one per section, the numbers a reader compares."""
-    mb = 2**20
-
-    def memory(row: dict) -> float | None:
-        value = row.get("peak_memory_bytes")
-        return None if value is None else value / mb
-
-    print_table(
-        "precision: against fp32 (levels 0-255; IoU of mean RGB > 128)",
+# Per section: table title, then (column, key in a case row); the note column is added.
+TABLES = {
+    "precision": (
+        "precision against fp32 (0-255 levels; IoU of the release's mask, mean RGB > 128)",
         [
-            {
-                **row,
-                "max diff": row["max_abs_diff_levels"],
-                "mean diff": row["mean_abs_diff_levels"],
-                "IoU mean": row["mask_iou_mean"],
-                "IoU min": row["mask_iou_min"],
-                "fp32 mask area": row["mask_fraction_reference"],
-                "median-split IoU min": row["median_split_iou_min"],
-            }
-            for row in result["precision"]["cases"]
+            ("prompts", "prompts"),
+            ("dtype", "dtype"),
+            ("max diff", "max_abs_diff_levels"),
+            ("mean diff", "mean_abs_diff_levels"),
+            ("IoU mean", "mask_iou_mean"),
+            ("IoU min", "mask_iou_min"),
+            ("fp32 mask area", "mask_fraction_reference"),
+            ("median-split IoU min", "median_split_iou_min"),
         ],
+    ),
+    "throughput": (
+        "paint speed, a new prompt set every call",
         [
-            "prompts",
-            "dtype",
-            "max diff",
-            "mean diff",
-            "IoU mean",
-            "IoU min",
-            "fp32 mask area",
-            "median-split IoU min",
+            ("prompts", "prompts"),
+            ("batch", "batch"),
+            ("s/frame", "seconds_per_frame"),
+            ("frames/s", "frames_per_second"),
+            ("peak MB", "peak_memory_bytes"),
+            ("max_queries", "max_queries"),
         ],
-    )
-    throughput = result["throughput"]
-    print_table(
-        f"throughput: paint, {throughput['dtype']}",
+    ),
+    "attention": (
+        f"attention forms, 1 prompt, batch {ATTENTION_BATCH}",
         [
-            {
-                **row,
-                "s/frame": row.get("seconds_per_frame"),
-                "frames/s": row.get("frames_per_second"),
-                "peak MB": memory(row),
-                "note": row.get("error"),
-            }
-            for row in throughput["cases"]
+            ("dtype", "dtype"),
+            ("form", "form"),
+            ("backend", "backend"),
+            ("s/frame", "seconds_per_frame"),
+            ("peak MB", "peak_memory_bytes"),
+            ("diff vs fp32 math", "max_abs_diff_vs_fp32_math"),
         ],
-        ["prompts", "batch", "s/frame", "frames/s", "peak MB", "max_queries", "note"],
-    )
-    print_table(
-        f"attention forms: 1 prompt, batch {result['attention']['batch']}",
+    ),
+    "compile": (
+        f"torch.compile, 1 prompt, batch {COMPILE_BATCH}",
         [
-            {
-                **row,
-                "s/frame": row.get("seconds_per_frame"),
-                "peak MB": memory(row),
-                "diff vs fp32 math": row.get("max_abs_diff_vs_fp32_math"),
-                "note": (row.get("error") or "")[:80] or None,
-            }
-            for row in result["attention"]["cases"]
+            ("mode", "mode"),
+            ("first call s", "first_call_seconds"),
+            ("s/frame", "seconds_per_frame"),
+            ("speed-up", "speedup_vs_eager"),
+            ("diff vs eager", "max_abs_diff_vs_eager"),
+            ("peak MB", "peak_memory_bytes"),
         ],
-        ["dtype", "form", "backend", "s/frame", "peak MB", "diff vs fp32 math", "note"],
-    )
-    print_table(
-        f"torch.compile: {result['compile']['dtype']}, 1 prompt, batch {COMPILE_BATCH}",
-        [
-            {
-                **row,
-                "first call s": row.get("first_call_seconds"),
-                "s/frame": row.get("seconds_per_frame"),
-                "speed-up": row.get("speedup_vs_eager"),
-                "diff vs eager": row.get("max_abs_diff_vs_eager"),
-                "peak MB": memory(row),
-                "note": (row.get("skipped") or row.get("error") or "")[:90] or None,
-            }
-            for row in result["compile"]["cases"]
-        ],
-        ["mode", "first call s", "s/frame", "speed-up", "diff vs eager", "peak MB", "note"],
-    )
-    oom = result["oom_backoff"]
-    print_table(
+    ),
+    "oom_backoff": (
         "out-of-memory back-off: batch 16 under a forced budget",
         [
-            {
-                "passed": oom.get("passed"),
-                "max_queries": oom.get("max_queries"),
-                "budget MB": oom["budget_bytes"] / mb if "budget_bytes" in oom else None,
-                "note": (oom.get("skipped") or oom.get("error") or "")[:90] or None,
-            }
+            ("passed", "passed"),
+            ("max_queries", "max_queries"),
+            ("budget MB", "budget_bytes"),
+            ("peak MB", "peak_memory_bytes"),
         ],
-        ["passed", "max_queries", "budget MB", "note"],
-    )
-    end = result["end_to_end"]
-    print_table(
-        f"end to end: {end['clip']['size']}, {end['clip']['frames']} frames, {end['dtype']}, "
-        "memory 8",
+    ),
+    "end_to_end": (
+        "end to end (segment_video, memory 8, DAVIS PNGs + overlay mp4)",
         [
-            {
-                **row,
-                "frames/s": row.get("frames_per_second"),
-                **{f"{k} s": v for k, v in row.get("seconds", {}).items()},
-                "note": row.get("error"),
-            }
-            for row in end["cases"]
+            ("batch", "batch_size"),
+            ("frames", "frames"),
+            ("frames/s", "frames_per_second"),
+            ("total s", "total"),
+            ("decode s", "decode"),
+            ("model+pre/post s", "model_and_pre_post"),
+            ("write s", "write"),
         ],
-        [
-            "batch_size",
-            "frames",
-            "frames/s",
-            "total s",
-            "decode s",
-            "model_and_pre_post s",
-            "write s",
-            "note",
-        ],
-    )
+    ),
+}
+
+
+def summary_tables(result: dict) -> None:
+    """One short table per section; a failed or skipped case shows why in its note."""
+    for section, (title, columns) in TABLES.items():
+        data = result.get(section, {})
+        details = [data["dtype"]] if "dtype" in data else []
+        if "clip" in data:
+            details.append(f"{data['clip']['size']}, {data['clip']['frames']} frames")
+        rows = []
+        for case in data.get("cases", [data]):
+            flat = {**case, **case.get("seconds", {})}
+            row = {label: cell(key, flat.get(key)) for label, key in columns}
+            row["note"] = (flat.get("error") or flat.get("skipped") or "")[:80] or None
+            rows.append(row)
+        labels = [label for label, _ in columns] + ["note"]
+        print_table(", ".join([title, *details]), rows, labels)
+
+
+def cell(key: str, value: object) -> object:
+    """Bytes as MB, everything else as it is."""
+    if key.endswith("bytes") and isinstance(value, int):
+        return value / 2**20
+    return value
+
+
+def run_section(name: str, run: Callable[[], dict]) -> dict:
+    """One section; if it fails as a whole it is recorded and the next one still runs."""
+    clock = time.perf_counter()
+    try:
+        section = run()
+    except Exception as error:
+        traceback.print_exc()
+        section = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+    section["section_seconds"] = round(time.perf_counter() - clock, 2)
+    print(f"{name}: {section['section_seconds']} s", file=sys.stderr)
+    return section
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run every section and write the JSON; returns what was written."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
-    parser.add_argument("--preset", default="seggpt-vit-large")
+    parser.add_argument("--preset", default="seggpt-vit-large", help="ignored with --checkpoint")
     parser.add_argument("--checkpoint", type=Path, default=None, help="real weights (any format)")
     parser.add_argument("--seed", type=int, default=0, help="of the random weights and the clip")
     parser.add_argument(
@@ -665,7 +664,10 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available on this machine")
-    if device.type == "cuda":
+    if device.type == "cuda":  # an index, which the memory-fraction call needs
+        device = torch.device(
+            "cuda", torch.cuda.current_device() if device.index is None else device.index
+        )
         torch.cuda.set_device(device)
     # fp32 is the reference: no TF32 in its matmuls or convolutions.
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -721,15 +723,13 @@ def main(argv: list[str] | None = None) -> dict:
             ("oom_backoff", lambda: check_oom_backoff(check)),
             ("end_to_end", lambda: check_end_to_end(check, clip, clip_labels[0], scratch)),
         ]
-        for name, run in sections:
-            clock = time.perf_counter()
-            result[name] = run()
-            result[name]["section_seconds"] = round(time.perf_counter() - clock, 2)
-            print(f"{name}: {result[name]['section_seconds']} s", file=sys.stderr)
-    result["seconds_total"] = round(time.perf_counter() - began, 2)
+        name = "gpu_check" if device.type == "cuda" else "gpu_check_cpu"
+        for section, run in sections:
+            result[section] = run_section(section, run)
+            result["seconds_total"] = round(time.perf_counter() - began, 2)
+            path = write_json(name, result, args.json)  # kept if a later section kills the run
     summary_tables(result)
-    name = "gpu_check" if device.type == "cuda" else "gpu_check_cpu"
-    print("wrote", write_json(name, result, args.json), f"in {result['seconds_total']} s")
+    print("wrote", path, f"in {result['seconds_total']} s")
     return result
 
 
@@ -742,4 +742,7 @@ def eager_case(result: dict) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    failed = [
+        name for name, section in main().items() if isinstance(section, dict) and "error" in section
+    ]
+    sys.exit(f"sections failed: {', '.join(failed)}" if failed else 0)
