@@ -6,11 +6,12 @@
 Random weights (speed does not depend on them). Every case runs in interleaved rounds (one warm-up
 round, then --repeats timed ones) so ours and the reference see the same machine load; the
 machine's fp32/bf16 matmul peak (large GEMMs) is measured in the same run, before and after.
-"Ours" is the product path, SegGPTPredictor.paint, with its per-call target-stream cache cleared
-(as when the prompt set changes every frame); "ours, prompts reused" keeps it (e.g. --memory 0);
+"Ours" is the product path, SegGPTPredictor.paint with the attention form that
+runtime.choose_cpu_path picks for this CPU, its per-call target-stream cache cleared (as when the
+prompt set changes every frame); "ours, prompts reused" keeps it (e.g. --memory 0);
 "ours, query half per prompt" (--ablate, several prompts) turns off computing each query half once
-per query, to measure what that sharing gains; "ours, bias as mask" (--ablate, bf16/fp16) passes
-the position bias as the attention mask, as fp32 does, instead of folding it into q and k;
+per query, to measure what that sharing gains; "ours, bias as mask" and "ours, bias folded"
+(--ablate, bf16/fp16; whichever is not this CPU's product form) force the attention form;
 "ours, linears unpacked" (--ablate, bf16/fp16) keeps nn.Linear instead of packed weights.
 "floor" (--floor) replays only the forward's matmuls, convolutions and attention (no bias, true
 head size) on their recorded inputs: no exact implementation can be faster than that.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -39,7 +41,11 @@ from _common import PeakMemory, machine, matmul_peak, print_table, timed, write_
 import seggpt_video.model.seggpt as seggpt_module  # noqa: E402
 from seggpt_video.model import PRESETS, SegGPT  # noqa: E402
 from seggpt_video.predictor import PromptTensors, SegGPTPredictor  # noqa: E402
-from seggpt_video.runtime import tune_cpu_runtime  # noqa: E402
+from seggpt_video.runtime import (  # noqa: E402
+    choose_cpu_path,
+    detect_cpu_features,
+    tune_cpu_runtime,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -103,14 +109,16 @@ def plain_flops(config, batch: int) -> float:
         return count_flops(lambda: model(imgs, imgs, masked, torch.ones(batch)))
 
 
-def our_case(model, device, dtype_name, batch, prompts, flops, variant: str = "") -> Case:
+def our_case(
+    model, device, dtype_name, batch, prompts, flops, variant: str = "", attention: str = "sdpa"
+) -> Case:
     """variant: "" (the product path), "reuse" (prompt set cached), or an ablation: "unshared"
     (query half per prompt), "bias" (position bias always passed as the attention mask),
-    "unpacked" (nn.Linear, no packed weights)."""
+    "folded" (bias always folded into q and k), "unpacked" (nn.Linear, no packed weights).
+    attention: the product's form (runtime.CpuPath.attention), unless the variant forces one."""
     dtype = DTYPES[dtype_name]
     predictor = SegGPTPredictor(copy.deepcopy(model), device, dtype, pack=variant != "unpacked")
-    if variant == "bias":
-        predictor.model.set_attention("bias")
+    predictor.model.set_attention(variant if variant in ("bias", "folded") else attention)
     prompt, queries = inputs(model.config.prompt_size, batch, prompts, device, dtype)
 
     def run():
@@ -126,6 +134,7 @@ def our_case(model, device, dtype_name, batch, prompts, flops, variant: str = ""
         "reuse": "ours, prompts reused",
         "unshared": "ours, query half per prompt",
         "bias": "ours, bias as mask",
+        "folded": "ours, bias folded",
         "unpacked": "ours, linears unpacked",
     }
     return Case(names[variant], dtype_name, batch, prompts, run, flops)
@@ -228,35 +237,35 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    attention = "sdpa"  # the product's attention form: by dtype, or what this CPU's path picks
     if device.type == "cpu":
         tune_cpu_runtime(args.threads)
+        features = detect_cpu_features()
+        attention = choose_cpu_path(features).attention
+        print(f"cpu: {', '.join(features.names())}; native bf16 {features.native_bf16}", flush=True)
     config = PRESETS[args.preset]
     torch.manual_seed(0)
     model = SegGPT(config).eval()
     peaks_before = {name: matmul_peak(DTYPES[name], device) for name in args.dtypes}
 
+    ours = functools.partial(our_case, model, device, attention=attention)
     cases = []
     for dtype_name in args.dtypes:
         for batch in args.batch:
             for prompts in args.prompts:
                 flops = our_flops(config, batch, prompts)
-                cases.append(our_case(model, device, dtype_name, batch, prompts, flops))
+                cases.append(ours(dtype_name, batch, prompts, flops))
                 if args.reuse:
-                    cases.append(
-                        our_case(model, device, dtype_name, batch, prompts, flops, "reuse")
-                    )
+                    cases.append(ours(dtype_name, batch, prompts, flops, "reuse"))
                 if args.floor:
                     cases.append(floor_case(model, device, dtype_name, batch, prompts, flops))
                 if args.ablate and dtype_name != "fp32":
-                    for variant in ("bias", "unpacked"):
-                        cases.append(
-                            our_case(model, device, dtype_name, batch, prompts, flops, variant)
-                        )
+                    product = "folded" if attention == "sdpa" else attention
+                    for variant in [v for v in ("bias", "folded") if v != product] + ["unpacked"]:
+                        cases.append(ours(dtype_name, batch, prompts, flops, variant))
                 if args.ablate and prompts > 1:
                     unshared = our_flops(config, batch, prompts, shared=False)
-                    cases.append(
-                        our_case(model, device, dtype_name, batch, prompts, unshared, "unshared")
-                    )
+                    cases.append(ours(dtype_name, batch, prompts, unshared, "unshared"))
         if not args.no_reference:
             cases.append(reference_case(model, device, dtype_name, plain_flops(config, 1)))
 

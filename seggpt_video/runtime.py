@@ -122,7 +122,7 @@ class CpuPath:
     """How inference runs on a CPU: threads, bf16, packed linears, the bf16 attention form.
 
     attention: the form ``SegGPT.set_attention`` is given ("sdpa": per dtype, the bias as the
-    mask in fp32 and folded into q and k in bf16/fp16).
+    mask in fp32 and folded into q and k in bf16/fp16; "bias": the mask in every dtype).
     """
 
     threads: int
@@ -134,14 +134,18 @@ class CpuPath:
 def choose_cpu_path(features: CpuFeatures, threads: int | None = None) -> CpuPath:
     """The CPU path for these features; threads default to OMP_NUM_THREADS or physical cores.
 
-    Packed bf16 linears (model/packed.py) skip oneDNN's weight reorder on every call: measured
-    faster with AMX (1.08x) and with AVX512-BF16 alone (README, Speed per CPU kind); without
-    native bf16 the command line refuses bf16, so they are off. The attention form is the same
-    on every CPU measured (AMX and AVX512-BF16); on others it is unmeasured and kept.
+    Packed bf16 linears (model/packed.py) skip oneDNN's weight reorder on every call: faster with
+    AMX (1.08x a frame) and with AVX512-BF16 alone (a block's linears 1.19x); without native
+    bf16 the command line refuses bf16, so they are off. The bias folded into q and k widens
+    the attention matmuls from 64 to 160 channels, which pays only where matmuls are cheap:
+    with AMX a bf16 attention takes half the time of the masked form, with AVX512-BF16 alone
+    it takes 1.8x longer (measured: README, Speed per CPU kind), so elsewhere the bias is the
+    mask in every dtype. Arm and unknown CPUs are unmeasured and get the masked form.
     """
     threads = default_threads() if threads is None else threads
     native = features.native_bf16
-    return CpuPath(threads=threads, native_bf16=native, packed_linears=native, attention="sdpa")
+    attention = "sdpa" if "amx_bf16" in features.flags else "bias"
+    return CpuPath(threads=threads, native_bf16=native, packed_linears=native, attention=attention)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

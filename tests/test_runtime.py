@@ -52,15 +52,20 @@ def fake_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("features", "native", "packed"),
-    [(AMX, True, True), (AVX512_BF16, True, True), (AVX2_ONLY, False, False)]
-    + [(AVX512_NO_BF16, False, False), (UNKNOWN, False, False)],
+    ("features", "native", "packed", "attention"),
+    [
+        (AMX, True, True, "sdpa"),
+        (AVX512_BF16, True, True, "bias"),
+        (AVX2_ONLY, False, False, "bias"),
+        (AVX512_NO_BF16, False, False, "bias"),
+        (UNKNOWN, False, False, "bias"),
+    ],
     ids=["amx", "avx512-bf16", "avx2-only", "avx512-no-bf16", "unknown"],
 )
-def test_path_per_cpu_kind(features: CpuFeatures, native: bool, packed: bool):
+def test_path_per_cpu_kind(features: CpuFeatures, native: bool, packed: bool, attention: str):
     path = choose_cpu_path(features, threads=3)
     assert (path.threads, path.native_bf16, path.packed_linears) == (3, native, packed)
-    assert path.attention == "sdpa"  # the same form on every CPU measured
+    assert path.attention == attention  # folded bias (bf16, via "sdpa") only with AMX
     assert features.native_bf16 is native
 
 
@@ -98,14 +103,18 @@ def test_load_predictor_refuses_bf16_on_a_faked_avx2_cpu(fake_cpu, checkpoint: P
     assert load_predictor(checkpoint=checkpoint, device="cpu", dtype="auto").dtype == torch.float32
 
 
-def test_load_predictor_runs_the_chosen_path(fake_cpu, checkpoint: Path, monkeypatch):
-    fake_cpu(AVX512_BF16)
+@pytest.mark.parametrize(("features", "bf16_attention"), [(AMX, "folded"), (AVX512_BF16, "bias")])
+def test_load_predictor_runs_the_chosen_path(
+    fake_cpu, checkpoint: Path, monkeypatch, features: CpuFeatures, bf16_attention: str
+):
+    fake_cpu(features)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     predictor = load_predictor(checkpoint=checkpoint, device="cpu", dtype="bf16")
     assert torch.get_num_threads() == 1
-    assert predictor.attention_form == "folded"
+    assert predictor.attention_form == bf16_attention
     assert predictor.packed_linears == packing_available(torch.bfloat16)
-    assert load_predictor(checkpoint=checkpoint, device="cpu").attention_form == "bias"
+    fp32 = load_predictor(checkpoint=checkpoint, device="cpu")
+    assert (fp32.attention_form, fp32.packed_linears) == ("bias", False)
 
 
 def test_load_predictor_applies_whatever_path_is_chosen(fake_cpu, checkpoint: Path, monkeypatch):
@@ -148,14 +157,22 @@ def test_info_shows_cpu_features_and_path(fake_cpu, checkpoint: Path, features, 
     assert rows["attention"] == "fused, position bias as the mask"
 
 
-def test_info_in_bf16_shows_packed_linears_and_folded_attention(fake_cpu, checkpoint: Path):
-    fake_cpu(AVX512_BF16)
+@pytest.mark.parametrize(
+    ("features", "attention"),
+    [(AMX, "fused, position bias folded into q and k")]
+    + [(AVX512_BF16, "fused, position bias as the mask")],
+    ids=["amx", "avx512-bf16"],
+)
+def test_info_in_bf16_shows_packed_linears_and_attention(
+    fake_cpu, checkpoint: Path, features: CpuFeatures, attention: str
+):
+    fake_cpu(features)
     args = ["info", "-c", str(checkpoint), "--device", "cpu", "--dtype", "bf16"]
     result = CliRunner().invoke(app, args, terminal_width=200)
     assert result.exit_code == 0, result.output
     rows = table_rows(result.output)
     assert rows["packed linears"] == ("yes" if packing_available(torch.bfloat16) else "no")
-    assert rows["attention"] == "fused, position bias folded into q and k"
+    assert rows["attention"] == attention
     assert rows["native bf16"] == "yes" and rows["dtype"] == "bfloat16"
 
 
