@@ -88,6 +88,7 @@ def train(
     ] = None,
 ) -> None:
     """Train SegGPT by in-context coloring; re-run the same command to resume."""
+    from seggpt_video.clip import prepare_output
     from seggpt_video.training.coloring import TrainConfig
     from seggpt_video.training.coloring import train as run_training
     from seggpt_video.training.tuning import export_weights
@@ -98,6 +99,9 @@ def train(
     for folder in davis:
         if not folder.is_dir():
             raise UserError(f"{folder}: no such DAVIS folder")
+    if export is not None and export.is_dir():
+        raise UserError(f"{export}: a folder; --export takes the weights file to write")
+    prepare_output(output)  # before the model is built: an --output that is a file fails now
     config = TrainConfig(
         preset=preset,
         steps=steps,
@@ -166,6 +170,10 @@ def tune(
 
     if output.suffix != ".safetensors":
         raise UserError(f"{output}: the prompt file must end in .safetensors")
+    if output.is_dir():  # found now, not after the tuning steps
+        raise UserError(f"{output}: a folder; -o takes the prompt file to write")
+    if output.parent.exists() and not output.parent.is_dir():
+        raise UserError(f"{output.parent}: a file, not a folder to hold the prompt file")
     with open_video(video) as source:
         info = source.info
         size = (info.height, info.width)
