@@ -390,6 +390,9 @@ class DecordVideo(VideoSource):
     def __init__(self, path: Path, probe: _Probe) -> None:
         import decord  # imported here: only this backend needs it
 
+        # Its FFmpeg would print "Read error" lines on stderr for a damaged file; the PyAV probe
+        # has already judged the file, and decord's own failures come back as exceptions.
+        decord.logging.set_level(decord.logging.QUIET)
         if probe.rotation:
             raise UserError(
                 f"{path}: decord ignores the {probe.rotation} degree display rotation of this "
