@@ -48,8 +48,9 @@ class Case:
     """One bad command line and what its one line of error must say.
 
     args: the command line after ``seggpt-video``; ``{name}`` is a file of the shared inputs
-    (see ``inputs``) and ``{out}`` the case's own folder (holding earlier.txt, notes.txt and a
-    read-only locked/). says: regular expressions the error line must all match (any case).
+    (see ``make_inputs``) and ``{out}`` the case's own folder (see ``prepare_case_folder``).
+    says: regular expressions the error line must all match (any case). tty: stdout is a
+    terminal.
     """
 
     name: str
@@ -59,7 +60,10 @@ class Case:
     root_can_write: bool = False  # chmod does not stop root: skip when running as root
 
 
-def case(name: str, command: str, *says: str, tty: bool = False, root_can_write=False) -> Case:
+def case(
+    name: str, command: str, *says: str, tty: bool = False, root_can_write: bool = False
+) -> Case:
+    """A case from its command line as one string (the paths in it hold no spaces)."""
     return Case(name, tuple(command.split()), says, tty, root_can_write)
 
 
@@ -92,6 +96,12 @@ CASES = [
     ),
     case("run-mask-empty", "run {video} --mask {black_mask} -o {out}/r", r"black\.png", "empty"),
     case("run-mask-text", "run {video} --mask {text} -o {out}/r", r"notes\.txt", "text"),
+    case(
+        "run-mask-truncated-png",
+        "run {video} --mask {cut_mask} -o {out}/r",
+        r"cut_first\.png",
+        "cannot read",
+    ),
     case("run-mask-folder", "run {video} --mask {empty_dir} -o {out}/r", r"empty", "folder"),
     case("run-mask-16bit-ramp", "run {video} --mask {ramp16} -o {out}/r", r"ramp16\.png", "16-bit"),
     case(
@@ -282,6 +292,13 @@ CASES = [
         r"optimizer\.pth",
         "no state dict",
     ),
+    case("info-model-unknown", "info --model nosuch", r"nosuch", "unknown model"),
+    case(
+        "info-model-not-cached-offline",
+        "info --model seggpt-vit-large",
+        r"seggpt-vit-large",
+        "not cached",
+    ),
     case("info-dtype-bogus", "info --checkpoint {ckpt} --dtype bogus", r"--dtype", "bogus"),
     # train
     case("train-davis-not-davis", TRAIN + " --davis {empty_dir}", r"empty", "DAVIS"),
@@ -358,6 +375,7 @@ def make_inputs(folder: Path) -> dict[str, str]:
         "cut_pth": folder / "cut_small.pth",
     }
     write_palette_png(paths["mask"], labels[0])
+    paths["cut_mask"] = cut_file(paths["mask"], 0.5)
     write_palette_png(paths["small_mask"], labels[0][: HEIGHT // 2, : WIDTH // 2])
     write_palette_png(paths["black_mask"], np.zeros((HEIGHT, WIDTH), np.uint8))
     ramp = np.arange(HEIGHT * WIDTH, dtype=np.uint16).reshape(HEIGHT, WIDTH)
@@ -418,11 +436,16 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def command_line(item: Case, inputs: dict[str, str], out: Path) -> list[str]:
+    """The case's argv with its placeholders filled in."""
     return [arg.format(**inputs, out=out) for arg in item.args]
 
 
 def environment(root: Path) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf-home")}
+    """Offline, with an empty hub cache and no local weights folder: no case downloads."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf-home")}
+    env.pop("SEGGPT_VIDEO_WEIGHTS", None)
+    env.pop("HF_HUB_CACHE", None)
+    return env
 
 
 @pytest.fixture(scope="module")
