@@ -35,12 +35,13 @@ from test_eval_helpers import ground_truth, make_davis, write_predictions
 
 from seggpt_video.io.masks import write_palette_png
 from seggpt_video.model import build_model, save_checkpoint
-from seggpt_video.training.tuning import TunedPrompt, save_tuned_prompt
+from seggpt_video.training.tuning import PROMPT_FORMAT, TunedPrompt, save_tuned_prompt
 
 HERE = Path(__file__).resolve()
 FRAMES, HEIGHT, WIDTH = 6, 48, 64
 SENTINEL = "earlier.txt"
 CASE_SECONDS = 30  # a case that passes takes ~1 s; one that starts the real work is cut short
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the driver forks a child per case")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,18 @@ CASES = [
         RUN + " --prompt-file {tiny_prompt}",
         r"tiny_prompt\.safetensors",
         r"64x64",
+    ),
+    case(
+        "run-prompt-file-without-masks",
+        RUN + " --prompt-file {prompt_no_masks}",
+        r"no_masks\.safetensors",
+        "images and masks",
+    ),
+    case(
+        "run-prompt-file-wrong-shapes",
+        RUN + " --prompt-file {prompt_3d}",
+        r"prompt_3d\.safetensors",
+        r"\(P, 3, S, S\)",
     ),
     # run: the model and its options
     case(
@@ -292,6 +305,12 @@ CASES = [
         r"optimizer\.pth",
         "no state dict",
     ),
+    case(
+        "info-checkpoint-pickle-with-objects",
+        "info --checkpoint {pickled_pth}",
+        r"pickled\.pth",
+        "Python objects",
+    ),
     case("info-model-unknown", "info --model nosuch", r"nosuch", "unknown model"),
     case(
         "info-model-not-cached-offline",
@@ -412,6 +431,14 @@ def make_inputs(folder: Path) -> dict[str, str]:
     images, masks = torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64)  # seggpt-tiny's size
     tiny = build_model("seggpt-tiny").config.to_dict()
     save_tuned_prompt(TunedPrompt(images, masks, [1], "seggpt-tiny", tiny), paths["tiny_prompt"])
+    metadata = {"format": PROMPT_FORMAT, "model": "test-small", "config": "{}", "object_ids": "[1]"}
+    paths["prompt_no_masks"] = folder / "prompt_no_masks.safetensors"
+    save_file({"images": torch.zeros(1, 3, 32, 32)}, str(paths["prompt_no_masks"]), metadata)
+    paths["prompt_3d"] = folder / "prompt_3d.safetensors"
+    flat = {"images": torch.zeros(3, 32, 32), "masks": torch.zeros(3, 32, 32)}
+    save_file(flat, str(paths["prompt_3d"]), metadata)
+    paths["pickled_pth"] = folder / "pickled.pth"
+    torch.save({"model": model.state_dict(), "args": Path("run")}, paths["pickled_pth"])
     return {name: str(path) for name, path in paths.items()}
 
 
