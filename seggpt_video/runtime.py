@@ -135,12 +135,12 @@ def choose_cpu_path(features: CpuFeatures, threads: int | None = None) -> CpuPat
     """The CPU path for these features; threads default to OMP_NUM_THREADS or physical cores.
 
     Packed bf16 linears (model/packed.py) skip oneDNN's weight reorder on every call: faster with
-    AMX (1.08x a frame) and with AVX512-BF16 alone (a block's linears 1.19x); without native
-    bf16 the command line refuses bf16, so they are off. The bias folded into q and k widens
-    the attention matmuls from 64 to 160 channels, which pays only where matmuls are cheap:
-    with AMX a bf16 attention takes half the time of the masked form, with AVX512-BF16 alone
-    it takes 1.8x longer (measured: README, Speed per CPU kind), so elsewhere the bias is the
-    mask in every dtype. Arm and unknown CPUs are unmeasured and get the masked form.
+    AMX (1.08x a ViT-L frame) and with AVX512-BF16 alone (1.03x a frame); without native bf16
+    the command line refuses bf16, so they are off. The bias folded into q and k widens the
+    attention matmuls from 64 to 160 channels, which pays only where matmuls are cheap: with
+    AMX a bf16 frame is 1.22x faster than with the bias as the mask, with AVX512-BF16 alone
+    1.46x slower (measured: README, Speed per CPU kind), so without AMX the bias is the mask in
+    every dtype. Arm and unknown CPUs are unmeasured and get the masked form.
     """
     threads = default_threads() if threads is None else threads
     native = features.native_bf16
