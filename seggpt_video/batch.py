@@ -716,6 +716,8 @@ def run_ray(
 
 def _poll_frames(ray, actors: list, seen: dict, on_frames: FramesCallback, *errors) -> None:
     """Hand the frames each actor computed since the last poll to `on_frames`."""
+    if not actors:
+        return
     asks = {actor.progress.remote(): actor for actor in actors}
     ready, _ = ray.wait(list(asks), num_returns=len(asks), timeout=1.0)
     for ref in ready:

@@ -234,7 +234,10 @@ def test_a_rerun_skips_finished_clips_and_retries_failed_ones(local_run, media, 
     assert "0 done, 1 failed, 3 skipped" in " ".join(result.output.split())
 
 
-def test_an_interrupted_clip_leaves_nothing_half_written_and_resumes(media, references, tmp_path):
+def test_an_interrupted_clip_leaves_nothing_half_written_and_resumes(
+    media, references, tmp_path, monkeypatch
+):
+    from seggpt_video.cli import commands_batch
     from seggpt_video.engine import _Propagation
 
     out = tmp_path / "out"
@@ -256,7 +259,11 @@ def test_an_interrupted_clip_leaves_nothing_half_written_and_resumes(media, refe
     assert not (out / "long" / "summary.json").exists()
     assert not [p for p in out.rglob("*") if "partial" in p.name]
     assert len(list((out / "long" / "long").glob("*.png"))) == 20
+    loads = []
+    build = commands_batch.build_segmenter
+    monkeypatch.setattr(commands_batch, "build_segmenter", lambda *a: loads.append(a) or build(*a))
     invoke(*batch_args(media, out), code=1)
+    assert len(loads) == 1  # one model for the four clips
     records = status(out)
     assert records["long"]["status"] == "done" and records["long"]["resumed"] == 20
     assert_same_as_run(out, references)
