@@ -3,8 +3,9 @@
     python benchmarks/bench_long_video.py --frames 10000
 
 Makes a synthetic clip (moving shapes, H.264), segments it with the packaged small model (or a
---checkpoint) through seggpt_video.pipeline.segment_video with davis + overlay + summary outputs,
-and prints resident memory every --every frames. Flat memory means nothing grows with length.
+--checkpoint) along `run`'s own path (seggpt_video.clip: settings, resume state, writers) with
+davis + overlay + summary outputs, and prints resident memory every --every frames. Flat memory
+means nothing grows with length.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from seggpt_video.engine import Segmenter, SegmenterOptions
-from seggpt_video.io.video import open_video
-from seggpt_video.io.writers import make_writers
-from seggpt_video.pipeline import segment_video
+from seggpt_video.clip import open_clip, segment_clip
+from seggpt_video.engine import SegmentedFrame, Segmenter, SegmenterOptions
+from seggpt_video.io.masks import write_palette_png
 from seggpt_video.predictor import load_predictor
 
 RESULTS = Path(__file__).parent / "results"
@@ -70,22 +70,22 @@ def main() -> None:
     height, width = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "long.mp4"
-        mask = write_clip(clip, args.frames, height, width)
+        mask = Path(tmp) / "long_mask.png"
+        write_palette_png(mask, write_clip(clip, args.frames, height, width))
         predictor = load_predictor(checkpoint=args.checkpoint, device="cpu", dtype="fp32")
         segmenter = Segmenter(predictor, SegmenterOptions(memory=args.memory))
         samples: list[tuple[int, float]] = [(0, resident_mb())]
         began = time.perf_counter()
 
-        def sample(index: int) -> None:
-            if (index + 1) % args.every == 0:
-                samples.append((index + 1, resident_mb()))
-                print(f"frame {index + 1:6d}  rss {samples[-1][1]:8.1f} MB", flush=True)
+        def sample(frame: SegmentedFrame) -> None:
+            if (frame.index + 1) % args.every == 0:
+                samples.append((frame.index + 1, resident_mb()))
+                print(f"frame {frame.index + 1:6d}  rss {samples[-1][1]:8.1f} MB", flush=True)
 
-        with open_video(clip) as video:
-            writers = make_writers(
-                ["davis", "overlay", "summary"], Path(tmp) / "out", video.info, [1]
-            )
-            report = segment_video(video, {0: mask}, segmenter, writers, on_frame=sample)
+        with open_clip(clip, [str(mask)]) as opened:
+            formats = ["davis", "overlay", "summary"]
+            out = Path(tmp) / "out"
+            report = segment_clip(opened, segmenter, out, formats, on_frame=sample)
         elapsed = time.perf_counter() - began
     growth = samples[-1][1] - samples[1][1] if len(samples) > 2 else float("nan")
     result = {

@@ -134,9 +134,7 @@ def main() -> None:
         with open_video(source_path) as source:
             info = source.info
             writers = make_writers(args.formats, scratch / "out", info, [1])
-            report = segment_video(
-                source, {0: labels}, Segmenter(predictor, options), writers, resume=False
-            )
+            report = segment_video(source, {0: labels}, Segmenter(predictor, options), writers)
         iou = None
         if truth is not None and "davis" in args.formats:
             iou = mean_iou(next((scratch / "out").rglob("00000.png")).parent, truth)

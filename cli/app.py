@@ -30,6 +30,14 @@ from seggpt_video.cli import (  # noqa: E402,F401
 
 err_console = Console(stderr=True)
 
+# Typer 0.29+ raises the exceptions of the copy of click it bundles; older ones raise click's.
+try:
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - an older typer
+    _TyperClickException = click.ClickException
+CLICK_ERRORS = (click.ClickException, _TyperClickException)
+ABORTS = (KeyboardInterrupt, click.Abort, typer.Abort)
+
 
 def main() -> None:
     """Run the CLI: a bad option or input is one red line on stderr and exit code 2.
@@ -42,12 +50,12 @@ def main() -> None:
     except UserError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.ClickException as error:
+    except CLICK_ERRORS as error:
         err_console.print(
             f"[bold red]error:[/] {error.format_message()}", highlight=False, soft_wrap=True
         )
         sys.exit(error.exit_code)
-    except (KeyboardInterrupt, click.Abort):
+    except ABORTS:
         code = INTERRUPTED
     if code == INTERRUPTED:
         err_console.print("interrupted: re-run the same command to continue where it stopped")

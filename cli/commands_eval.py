@@ -104,8 +104,8 @@ def eval_command(
     Writes global_results-<split>.csv and per-sequence_results-<split>.csv. YouTube-VOS has no
     public ground truth: the masks are zipped as the challenge server wants them instead.
     """
-    benchmark = open_benchmark(dataset, benchmark_kind, split, resolution)
-    benchmark = benchmark.select(_names(sequences))
+    chosen = _names(sequences)
+    benchmark = open_benchmark(dataset, benchmark_kind, split, resolution, chosen)
     if predictions is not None and (model is not None or checkpoint is not None):
         raise UserError("--predictions: scores existing masks; leave out --model/--checkpoint")
     if predictions is None and output is None:
@@ -134,7 +134,7 @@ def eval_command(
             _score(mine, predictions, output, threads)
         rank.barrier()
         if rank.is_main:
-            _finish(benchmark, predictions, output, share)
+            _finish(benchmark, predictions, output, share, partial=chosen is not None)
     finally:
         rank.stop()
 
@@ -158,8 +158,9 @@ def _progress() -> Progress:
 
 def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) -> None:
     """Run the model over this process's sequences that have no complete masks yet."""
+    from seggpt_video.clip import prepare_output
     from seggpt_video.evaluation.inference import SETTINGS_FILE, is_predicted, predict_sequence
-    from seggpt_video.io.state import check_settings
+    from seggpt_video.io.state import check_settings, record_settings
     from seggpt_video.runtime import resolve_device, resolve_dtype
 
     if loading["device"] == "auto":
@@ -172,11 +173,13 @@ def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) 
         **options,
         "prompt_file": str(options["prompt_file"]) if options["prompt_file"] else None,
     }
+    prepare_output(predictions)
     check_settings(predictions / SETTINGS_FILE, settings)
     todo = [sequence for sequence in mine if not is_predicted(sequence, predictions)]
     if not todo:
         return
-    segmenter = build_segmenter(**loading, **options)
+    segmenter = build_segmenter(**loading, **options)  # a bad model fails before any file
+    record_settings(predictions / SETTINGS_FILE, settings)
     with _progress() as progress:
         overall = progress.add_task("predicting", total=len(todo))
         for sequence in todo:
@@ -199,7 +202,9 @@ def _score(mine, predictions: Path, output: Path, threads: int) -> None:
         score_predictions(mine, predictions, output, threads=threads, on_sequence=advance)
 
 
-def _finish(benchmark: Benchmark, predictions: Path, output: Path, share: Shard) -> None:
+def _finish(
+    benchmark: Benchmark, predictions: Path, output: Path, share: Shard, partial: bool
+) -> None:
     """Merge every shard's cached scores into the CSVs, or zip a YouTube-VOS submission."""
     if benchmark.kind != "youtube-vos" and not benchmark.has_ground_truth:
         console.print(
@@ -228,19 +233,23 @@ def _finish(benchmark: Benchmark, predictions: Path, output: Path, share: Shard)
         return
     results = summarize(scores)
     global_csv, sequence_csv = write_results_csv(results, output, benchmark.split)
-    _print_results(results, benchmark)
+    _print_results(results, benchmark, partial)
     console.print(f"Global results saved in {global_csv}")
     console.print(f"Per-sequence results saved in {sequence_csv}")
 
 
-def _print_results(results: Results, benchmark: Benchmark) -> None:
+def _print_results(results: Results, benchmark: Benchmark, partial: bool) -> None:
     per_object = Table(title=f"Per sequence results for {benchmark.split}")
     for column in ("Sequence", "J-Mean", "F-Mean"):
         per_object.add_column(column, justify="left" if column == "Sequence" else "right")
     for name, j, f in results.per_object:
         per_object.add_row(name, format_number(j), format_number(f))
     console.print(per_object)
-    overall = Table(title=f"Global results for {benchmark.split} ({benchmark.kind})")
+    title = f"Global results for {benchmark.split} ({benchmark.kind})"
+    if partial:
+        count = len(benchmark.sequences)
+        title += f", {count} chosen sequence{'s' * (count != 1)} only (--sequences)"
+    overall = Table(title=title)
     for column in GLOBAL_COLUMNS:
         overall.add_column(column, justify="right")
     overall.add_row(*(format_number(results.global_scores[c]) for c in GLOBAL_COLUMNS))

@@ -25,9 +25,10 @@ from seggpt_video.cli.options import (
     PromptFile,
     build_segmenter,
 )
-from seggpt_video.clip import STDOUT, open_clip, run_settings, segment_clip
+from seggpt_video.clip import STDOUT, open_clip, prepare_output, run_settings, segment_clip
 from seggpt_video.engine import SegmentedFrame
 from seggpt_video.errors import UserError
+from seggpt_video.io.writers import FORMATS
 
 # Progress and messages go to stderr: stdout may carry the masks (``-o -``).
 console = Console(stderr=True)
@@ -136,8 +137,13 @@ def run(
 
 
 def _formats(formats: list[str] | None, output: str) -> list[str]:
-    """The formats asked for; standard output carries the mattes as YUV4MPEG2 only."""
+    """The formats asked for, checked with the output before any work; standard output carries
+    the mattes as YUV4MPEG2 only."""
+    unknown = [name for name in formats or [] if name not in FORMATS]
+    if unknown:
+        raise UserError(f"--format {unknown[0]}: unknown (choose from {', '.join(FORMATS)})")
     if output != STDOUT:
+        prepare_output(Path(output))
         return formats or DEFAULT_FORMATS
     if set(formats or ["matte"]) - {"matte", "y4m"}:
         raise UserError("-o -: only matte (as YUV4MPEG2) can be streamed to standard output")

@@ -44,11 +44,26 @@ class Ensemble(str, Enum):
     spatial = "spatial"
 
 
+def at_least(minimum: int):
+    """An option check whose message shows the value given: '-1: must be 0 or more'."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < minimum:
+            raise typer.BadParameter(f"{value}: must be {minimum} or more")
+        return value
+
+    return check
+
+
 Memory = Annotated[
-    int, typer.Option(min=0, help="Most recent predicted frames used as prompts (paper's best: 8).")
+    int,
+    typer.Option(
+        callback=at_least(0), help="Most recent predicted frames used as prompts (paper's best: 8)."
+    ),
 ]
 BatchSize = Annotated[
-    int, typer.Option(min=1, help="Frames per model call; they share the prompt memory.")
+    int,
+    typer.Option(callback=at_least(1), help="Frames per model call; they share the prompt memory."),
 ]
 EnsembleOption = Annotated[
     Ensemble,

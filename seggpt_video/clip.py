@@ -19,7 +19,7 @@ import numpy as np
 from seggpt_video.engine import SegmentedFrame, Segmenter
 from seggpt_video.errors import UserError
 from seggpt_video.io.masks import read_mask, require_objects
-from seggpt_video.io.state import RunState, check_settings
+from seggpt_video.io.state import RunState, record_settings
 from seggpt_video.io.video import FrameRange, VideoSource, open_video
 from seggpt_video.io.writers import make_writers
 from seggpt_video.pipeline import RunReport, segment_video
@@ -203,7 +203,7 @@ def segment_clip(
         output = Path(output)
         prepare_output(output)
         settings = settings or run_settings(clip, segmenter)
-        check_settings(output / SETTINGS_FILE, settings, overwrite)
+        record_settings(output / SETTINGS_FILE, settings, overwrite)
         name = sequence or info.name
         state = RunState(RunState.folder_for(output, name), info, segmenter.predictor.size)
         if overwrite:

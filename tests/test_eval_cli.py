@@ -76,9 +76,13 @@ def test_scores_predictions_and_writes_the_official_csvs(davis, tmp_path):
 
 def test_results_go_beside_the_predictions_by_default(davis, tmp_path):
     predictions = write_predictions(tmp_path / "pred", ground_truth)
-    invoke(davis, "-p", predictions, "--sequences", "beta")
+    result = invoke(davis, "-p", predictions, "--sequences", "beta")
     lines = (predictions / "per-sequence_results-val.csv").read_text().splitlines()
     assert lines == ["Sequence,J-Mean,F-Mean", "beta_1,1.000,1.000"]
+    assert "1 chosen sequence only" in " ".join(result.output.split())
+    # A broken sequence that was not asked for does not stop the one that was.
+    (davis / "Annotations/480p/alpha/00000.png").unlink()
+    invoke(davis, "-p", predictions, "--sequences", "beta")
 
 
 def test_shards_run_one_after_another_merge_to_the_same_csvs(davis, tmp_path):

@@ -98,28 +98,19 @@ class Benchmark:
             return False
         return all(len(sequence.annotated) > 1 for sequence in self.sequences)
 
-    def select(self, names: list[str] | None) -> Benchmark:
-        """The same benchmark restricted to ``names`` (in the split's order)."""
-        if not names:
-            return self
-        known = {sequence.name for sequence in self.sequences}
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise UserError(
-                f"{self.root}: no sequence {', '.join(unknown)} in the {self.split} split"
-            )
-        wanted = set(names)
-        chosen = tuple(sequence for sequence in self.sequences if sequence.name in wanted)
-        return Benchmark(self.kind, self.root, self.split, chosen)
-
 
 def open_benchmark(
-    root: Path, kind: str = "auto", split: str = "val", resolution: str = "480p"
+    root: Path,
+    kind: str = "auto",
+    split: str = "val",
+    resolution: str = "480p",
+    sequences: list[str] | None = None,
 ) -> Benchmark:
     """Read a benchmark's sequence list and file layout (no images are decoded).
 
     kind: ``davis2017``, ``davis2016``, ``youtube-vos`` or ``auto`` (``meta.json`` means
     YouTube-VOS, else the DAVIS year whose ``ImageSets/<year>/<split>.txt`` exists, 2017 first).
+    sequences: only these (in the split's order); the others' files are not even checked.
     """
     root = Path(root)
     if not root.exists():
@@ -129,9 +120,9 @@ def open_benchmark(
     if kind == "auto":
         kind = _detect_kind(root, split)
     if kind == "youtube-vos":
-        return _open_youtube_vos(root, split)
+        return _open_youtube_vos(root, split, sequences)
     if kind in ("davis2016", "davis2017"):
-        return _open_davis(root, kind, split, resolution)
+        return _open_davis(root, kind, split, resolution, sequences)
     raise UserError(
         f"{root}: unknown dataset kind {kind!r} (choose from {', '.join(DATASET_KINDS)})"
     )
@@ -149,12 +140,24 @@ def _detect_kind(root: Path, split: str) -> str:
     )
 
 
-def _open_davis(root: Path, kind: str, split: str, resolution: str) -> Benchmark:
+def _chosen(names: list[str], wanted: list[str] | None, source: Path) -> list[str]:
+    """The split's names restricted to `wanted` (split order); unknown names are refused."""
+    if not wanted:
+        return names
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        raise UserError(f"{source}: no sequence {', '.join(unknown)} in this split")
+    return [name for name in names if name in set(wanted)]
+
+
+def _open_davis(
+    root: Path, kind: str, split: str, resolution: str, wanted: list[str] | None
+) -> Benchmark:
     year = kind.removeprefix("davis")
     split_file = root / "ImageSets" / year / f"{split}.txt"
     if not split_file.is_file():
         raise UserError(f"{split_file}: split file not found")
-    names = _sequence_names(split_file)
+    names = _chosen(_sequence_names(split_file), wanted, split_file)
     for folder in (root / "JPEGImages" / resolution, root / "Annotations" / resolution):
         if not folder.is_dir():
             found = (
@@ -226,7 +229,7 @@ def _is_youtube_vos_meta(videos: object) -> bool:
     return True
 
 
-def _open_youtube_vos(root: Path, split: str) -> Benchmark:
+def _open_youtube_vos(root: Path, split: str, wanted: list[str] | None) -> Benchmark:
     meta_file = root / "meta.json"
     try:
         videos = json.loads(meta_file.read_text())["videos"]
@@ -238,7 +241,7 @@ def _open_youtube_vos(root: Path, split: str) -> Benchmark:
             "id -> frames, a non-empty list)"
         )
     sequences = []
-    for name in sorted(videos):
+    for name in _chosen(sorted(videos), wanted, meta_file):
         frames = tuple(sorted((root / "JPEGImages" / name).glob("*.jpg")))
         if not frames:
             raise UserError(f"{root / 'JPEGImages' / name}: no JPEG frames for video {name}")

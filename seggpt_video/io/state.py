@@ -1,7 +1,7 @@
 """What a run keeps next to its outputs so that it can resume, whatever formats it writes.
 
-- ``check_settings``: the settings file of an output folder (``run.json`` for `run`,
-  ``predictions.json`` for `eval`): a folder made with other settings is refused, never mixed.
+- ``check_settings`` / ``record_settings``: the settings file of an output folder (``run.json``
+  for `run`, ``predictions.json`` for `eval`): a folder made with other settings is refused.
 - ``RunState``: every finished frame's object ids, at the frame's size (what the outputs show)
   and at the model's input size (what the prompt memory keeps). A resumed run reads both back,
   so its memory is the one an uninterrupted run would have had, and a format added to a finished
@@ -26,26 +26,29 @@ STATE_FOLDER = ".seggpt-video"
 
 
 def check_settings(path: Path, settings: dict, overwrite: bool = False) -> None:
-    """Record a run's settings in `path`, or refuse when it holds other settings.
+    """Refuse when `path` records other settings than these (unless overwrite)."""
+    if not path.exists() or overwrite:
+        return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = None
+    if earlier == settings:
+        return
+    changed = sorted(
+        key
+        for key in {*settings, *(earlier if isinstance(earlier, dict) else {})}
+        if not isinstance(earlier, dict) or earlier.get(key) != settings.get(key)
+    )
+    raise UserError(
+        f"{path}: this folder holds results made with other settings "
+        f"({', '.join(changed)}); use another output folder or start afresh"
+    )
 
-    overwrite: replace whatever is recorded (the caller starts afresh).
-    """
-    if path.exists() and not overwrite:
-        try:
-            earlier = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            earlier = None
-        if earlier == settings:
-            return
-        changed = sorted(
-            key
-            for key in {*settings, *(earlier if isinstance(earlier, dict) else {})}
-            if not isinstance(earlier, dict) or earlier.get(key) != settings.get(key)
-        )
-        raise UserError(
-            f"{path}: this folder holds results made with other settings "
-            f"({', '.join(changed)}); use another output folder or start afresh"
-        )
+
+def record_settings(path: Path, settings: dict, overwrite: bool = False) -> None:
+    """Check (see check_settings), then record the settings a folder's results are made with."""
+    check_settings(path, settings, overwrite)
     write_text_atomic(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
 
