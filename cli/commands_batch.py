@@ -141,7 +141,7 @@ def batch(
         build_segmenter,
         model,
         checkpoint.resolve() if checkpoint else None,
-        rank.device if device == "auto" else device,
+        _rank_device(rank, device),
         dtype,
         memory,
         batch_size,
@@ -173,6 +173,7 @@ def batch(
                 records |= run_ray(
                     todo, make_segmenter, output, options, workers, address,
                     on_frames=progress.frames, on_record=_keep(records, jobs, output, progress),
+                    use_gpus=device != "cpu",
                 )  # fmt: skip
             elif rank.size > 1:
                 # torchrun stops the other ranks with SIGTERM when one fails or is interrupted:
@@ -199,6 +200,13 @@ def batch(
     _print_summary(jobs, records, time.perf_counter() - began, progress.computed, status)
     if any(record.status == "failed" for record in records.values()):
         raise typer.Exit(FAILED)
+
+
+def _rank_device(rank: Rank, device: str) -> str:
+    """Under torchrun each rank takes its own GPU, whether asked by auto or by cuda."""
+    if rank.size > 1 and device == "cuda":
+        return f"cuda:{rank.local_rank}"
+    return rank.device if device == "auto" else device
 
 
 def _keep(records: dict[str, ClipRecord], jobs: list[ClipJob], output: Path, progress):

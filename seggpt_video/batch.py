@@ -592,11 +592,13 @@ def run_ray(
     on_frames: FramesCallback | None = None,
     on_record: RecordCallback | None = None,
     poll_seconds: float = 0.5,
+    use_gpus: bool = True,
 ) -> dict[str, ClipRecord]:
     """Segment `jobs` on Ray actors, each loading the model once; clips go to whichever is free.
 
     workers: actors to start (default: one per GPU of the cluster, else one per node); on GPUs
-    each takes one, on CPUs each takes an equal share of the cluster's cores. A clip whose actor
+    each takes one (use_gpus=False: the model runs on CPUs even there), on CPUs each takes an
+    equal share of the cluster's cores. A clip whose actor
     dies is retried on another (at most MAX_ATTEMPTS attempts) and resumes where the dead one
     stopped. Connects to `address` (or the instance this process already started, or a new
     local one). Actors are named ACTOR_PREFIX + a number.
@@ -623,7 +625,7 @@ def run_ray(
     try:
         write_text_atomic(probe, token)
         resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
+        gpus = int(resources.get("GPU", 0)) if use_gpus else 0
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         count = min(workers or gpus or max(nodes, 1), len(jobs))
         cpus = max(1, int(resources.get("CPU", 1)) // count)

@@ -307,6 +307,21 @@ def test_torchrun_ranks_share_the_clips_and_rank_0_merges(media, references, tmp
 # -- Ray --------------------------------------------------------------------------------------
 
 
+def test_a_worker_that_does_not_share_the_files_says_so(media, tmp_path):
+    from seggpt_video.batch import ClipOptions, ClipRunner, _RayWorker
+
+    def no_model():
+        raise AssertionError("the model was loaded for a worker that cannot see OUT")
+
+    actor = _RayWorker(no_model, str(tmp_path / "out"), ClipOptions(), 0)
+    with pytest.raises(UserError, match="filesystem every worker sees"):
+        actor.load(str(tmp_path / "out" / ".probe"), "token")
+    runner = ClipRunner(lambda: None, tmp_path / "out", ClipOptions(), "rank 1@x", shared=True)
+    record = runner.segment(ClipJob("gone", tmp_path / "gone.mp4", ("m.png",)))
+    assert record.status == "failed" and "every worker must see" in record.error
+    assert json.loads(record_path(tmp_path / "out", "gone").read_text())["status"] == "failed"
+
+
 @pytest.fixture(scope="module")
 def ray_instance():
     import ray  # in the test extra: a missing Ray fails here rather than skipping the test
