@@ -8,10 +8,10 @@ resumes. Around that:
 - the status record of each clip, ``OUT/.seggpt-video/batch/<name>.json``, written atomically
   and last: a clip whose record says ``done`` is finished and is skipped by a re-run;
 - ``OUT/batch.jsonl``: one JSON line per clip of the manifest that has a result (done, failed,
-  skipped), rewritten atomically as clips finish;
-- the engines: :func:`run_local` (one process; under torchrun, this rank's share, see
-  :func:`share_of`) and :func:`run_ray` (Ray actors, clips handed out to whichever is free, a
-  clip whose actor dies retried on another).
+  skipped), written atomically by whoever drives the batch (:func:`write_status`);
+- the engines: :func:`run_local` (one process), :func:`run_ranks` (under torchrun: this rank's
+  share, see :func:`share_of`; rank 0 gets every record) and :func:`run_ray` (Ray actors, clips
+  handed out to whichever is free, a clip whose actor dies retried on another).
 
 Workers read the clips and write the outputs through the paths they are given: with more than
 one machine, the manifest's files and OUT must be on a filesystem every worker sees.
@@ -598,10 +598,10 @@ def run_ray(
 
     workers: actors to start (default: one per GPU of the cluster, else one per node); on GPUs
     each takes one (use_gpus=False: the model runs on CPUs even there), on CPUs each takes an
-    equal share of the cluster's cores. A clip whose actor
-    dies is retried on another (at most MAX_ATTEMPTS attempts) and resumes where the dead one
-    stopped. Connects to `address` (or the instance this process already started, or a new
-    local one). Actors are named ACTOR_PREFIX + a number.
+    equal share of the cluster's cores. A clip whose actor dies is retried on another (at most
+    MAX_ATTEMPTS attempts) and resumes where the dead one stopped. Connects to `address` (or
+    the instance this process already started, or a new local one). Actors are named
+    ACTOR_PREFIX + a number, in this driver's own namespace.
     """
     try:
         import ray
