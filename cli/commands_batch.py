@@ -136,7 +136,7 @@ def batch(
     )
     jobs = read_manifest(manifest, masks)
     output = output.resolve()
-    todo, skipped = plan_batch(jobs, output, overwrite)
+    finished, todo = plan_batch(jobs, output, overwrite)
     make_segmenter = partial(
         build_segmenter,
         model,
@@ -151,7 +151,7 @@ def batch(
     )
     if rank.is_main:
         console.print(
-            f"{len(jobs)} clips: {len(todo)} to do, {len(skipped)} finished earlier"
+            f"{len(jobs)} clips: {len(todo)} to do, {len(finished)} finished earlier"
             + (f"; {rank.size} torchrun ranks" if rank.size > 1 else ""),
             highlight=False,
         )
@@ -161,17 +161,19 @@ def batch(
         runner = ClipRunner(
             make_segmenter, output, options, worker_name(kind), shared=rank.size > 1
         )
-        if todo and rank.size == 1:
+        if jobs and rank.size == 1:
             runner.load()  # a bad --checkpoint is refused before anything is written
     prepare_output(output)
-    records = dict(skipped)
-    progress = _BatchProgress(len(todo), show=rank.is_main)
+    # finished clips first: a worker only checks their settings and skips them
+    sent = finished + todo
+    records: dict[str, ClipRecord] = {}
+    progress = _BatchProgress(len(sent), show=rank.is_main)
     began = time.perf_counter()
     try:
         with progress:
             if engine is Engine.ray:
                 records |= run_ray(
-                    todo, make_segmenter, output, options, workers, address,
+                    sent, make_segmenter, output, options, workers, address,
                     on_frames=progress.frames, on_record=_keep(records, jobs, output, progress),
                     use_gpus=device != "cpu",
                 )  # fmt: skip
@@ -179,17 +181,17 @@ def batch(
                 # torchrun stops the other ranks with SIGTERM when one fails or is interrupted:
                 # unwind as Ctrl-C does, so the writers discard what they had not finished.
                 signal.signal(signal.SIGTERM, _interrupt)
-                records |= run_ranks(todo, runner, rank, progress.frames, progress.record)
+                records |= run_ranks(sent, runner, rank, progress.frames, progress.record)
             else:
                 records |= run_local(
-                    todo, runner, progress.frames, _keep(records, jobs, output, progress)
+                    sent, runner, progress.frames, _keep(records, jobs, output, progress)
                 )
     except KeyboardInterrupt:
         if not rank.is_main:
             raise typer.Exit(INTERRUPTED) from None
         write_status(output, jobs, records)
         console.print(
-            f"interrupted after {progress.finished} of {len(todo)} clips; finished clips and "
+            f"interrupted after {progress.finished} of {len(sent)} clips; finished clips and "
             f"frames are kept in {output}; re-run the same command to resume",
             highlight=False,
         )

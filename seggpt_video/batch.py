@@ -6,7 +6,8 @@ resumes. Around that:
 
 - the manifest (:func:`read_manifest`): a CSV with ``video,mask[,name]`` or a folder of videos;
 - the status record of each clip, ``OUT/.seggpt-video/batch/<name>.json``, written atomically
-  and last: a clip whose record says ``done`` is finished and is skipped by a re-run;
+  and last: a clip whose record says ``done`` is finished, and a re-run with the same settings
+  skips it without touching its files;
 - ``OUT/batch.jsonl``: one JSON line per clip of the manifest that has a result (done, failed,
   skipped), written atomically by whoever drives the batch (:func:`write_status`);
 - the engines: :func:`run_local` (one process), :func:`run_ranks` (under torchrun: this rank's
@@ -29,13 +30,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 
-from seggpt_video.clip import open_clip, run_settings, segment_clip
+from seggpt_video.clip import SETTINGS_FILE, open_clip, run_settings, segment_clip
 from seggpt_video.distributed import Rank
 from seggpt_video.engine import SegmentedFrame, Segmenter
 from seggpt_video.errors import UserError
@@ -279,23 +281,21 @@ def read_record(output: Path | str, name: str) -> ClipRecord | None:
 
 def plan_batch(
     jobs: list[ClipJob], output: Path | str, overwrite: bool = False
-) -> tuple[list[ClipJob], dict[str, ClipRecord]]:
-    """The clips still to do, and a `skipped` record for each clip an earlier run finished."""
-    todo, skipped = [], {}
+) -> tuple[list[ClipJob], list[ClipJob]]:
+    """The clips an earlier run finished, and the rest (to do).
+
+    A finished clip still goes to a worker, which skips it when its run.json holds this run's
+    settings (as `run` would refuse other settings, it fails otherwise); its frame count is
+    set to 0 so that checking it weighs nothing when the work is shared out.
+    """
+    finished, todo = [], []
     for job in jobs:
         earlier = None if overwrite else read_record(output, job.name)
         if earlier is not None and earlier.status == "done":
-            skipped[job.name] = ClipRecord(
-                job.name,
-                str(job.video),
-                "skipped",
-                frames=earlier.frames,
-                objects=earlier.objects,
-                worker=None,
-            )
+            finished.append(replace(job, frames=0))
         else:
             todo.append(job)
-    return todo, skipped
+    return finished, todo
 
 
 def write_status(output: Path | str, jobs: list[ClipJob], records: dict[str, ClipRecord]) -> Path:
@@ -360,6 +360,10 @@ class ClipRunner:
         outputs are all in place. Ctrl-C is not caught (the writers discard what is unfinished).
         """
         segmenter = self.load()
+        if not self.options.overwrite:
+            finished = self._finished(job, segmenter)
+            if finished is not None:
+                return finished
         path = record_path(self.output, job.name)
         path.unlink(missing_ok=True)  # redone from here: an old record no longer holds
         began = time.perf_counter()
@@ -392,6 +396,35 @@ class ClipRunner:
             record.error = _one_line(f"{job.video}: {type(error).__name__}: {error}")
         record.seconds = round(time.perf_counter() - began, 3)
         write_text_atomic(path, record.to_json() + "\n")
+        return record
+
+    def _finished(self, job: ClipJob, segmenter: Segmenter) -> ClipRecord | None:
+        """A clip done earlier with this run's settings is skipped, untouched; with other
+        settings it fails as `run` refuses them; None: not finished, segment it."""
+        earlier = read_record(self.output, job.name)
+        if earlier is None or earlier.status != "done":
+            return None
+        # run_settings reads only the clip's paths: no need to probe a finished video again
+        paths = SimpleNamespace(video=job.video, masks=list(job.masks), frames=None)
+        settings = run_settings(paths, segmenter, self.options.prompt_file)
+        settings_path = self.output / job.name / SETTINGS_FILE
+        try:
+            recorded = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = {}
+        record = ClipRecord(
+            job.name, str(job.video), "skipped", earlier.frames, objects=earlier.objects,
+            worker=self.worker,
+        )  # fmt: skip
+        if recorded != settings:
+            keys = settings.keys() | (recorded.keys() if isinstance(recorded, dict) else set())
+            changed = sorted(k for k in keys if not isinstance(recorded, dict)
+                             or recorded.get(k) != settings.get(k))  # fmt: skip
+            record.status, record.frames = "failed", 0
+            record.error = (
+                f"{settings_path}: this clip was finished with other settings "
+                f"({', '.join(changed)}); use another output folder or --overwrite"
+            )
         return record
 
     def _check_visible(self, job: ClipJob) -> None:
