@@ -408,6 +408,8 @@ class ClipRunner:
         paths = SimpleNamespace(video=job.video, masks=list(job.masks), frames=None)
         settings = run_settings(paths, segmenter, self.options.prompt_file)
         settings_path = self.output / job.name / SETTINGS_FILE
+        if not settings_path.is_file():
+            return None  # its folder was removed: segment it again
         try:
             recorded = json.loads(settings_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -257,6 +258,10 @@ def test_a_rerun_skips_finished_clips_and_retries_failed_ones(local_run, media, 
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert status(out) and invoke(*batch_args(media, out), code=1)  # the same command: skipped
     assert {name: status(out)[name]["status"] for name in GOOD} == dict.fromkeys(GOOD, "skipped")
+    shutil.rmtree(out / "seq")  # a clip's folder removed by hand is segmented again
+    invoke(*batch_args(media, out), code=1)
+    assert status(out)["seq"]["status"] == "done" and status(out)["long"]["status"] == "skipped"
+    assert_same_as_run(out, references)
 
 
 def test_an_interrupted_clip_leaves_nothing_half_written_and_resumes(
