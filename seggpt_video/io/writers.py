@@ -335,7 +335,15 @@ class MatteVideoWriter(_VideoWriter):
 
     def _open(self, path: Path) -> _EncodedVideo:
         if self.codec == "ffv1":
-            return _EncodedVideo(path, self.info, "ffv1", "gray", "matroska")
+            # bitexact: no random segment id, so the same mattes give the same file
+            return _EncodedVideo(
+                path,
+                self.info,
+                "ffv1",
+                "gray",
+                "matroska",
+                container_options={"fflags": "+bitexact"},
+            )
         return _EncodedVideo(
             path, self.info, "prores_ks", "yuva444p10le", "mov", options={"profile": "4444"}
         )
