@@ -30,16 +30,20 @@ from seggpt_video.batch import (
 from seggpt_video.cli.app import INTERRUPTED, app
 from seggpt_video.cli.commands_run import DEFAULT_FORMATS
 from seggpt_video.cli.options import (
+    Backend,
     BatchSize,
     Checkpoint,
     Device,
     Dtype,
     Ensemble,
     EnsembleOption,
+    Formats,
     Memory,
     ModelName,
+    Overwrite,
     PerObject,
     PromptFile,
+    ResizeMask,
     build_segmenter,
 )
 from seggpt_video.clip import prepare_output
@@ -78,15 +82,7 @@ def batch(
         Path | None,
         typer.Option(help="With a folder of videos: the folder holding <video stem>.png masks."),
     ] = None,
-    formats: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--format",
-            "-f",
-            help="davis, youtube-vos, overlay, matte, prores, y4m, summary; repeat for several. "
-            "Default: davis, overlay, summary.",
-        ),
-    ] = None,
+    formats: Formats = None,
     engine: Annotated[
         Engine,
         typer.Option(help="local (one process, or this rank's share under torchrun) or ray."),
@@ -104,13 +100,9 @@ def batch(
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,
     prompt_file: PromptFile = None,
-    resize_mask: Annotated[
-        bool, typer.Option(help="Resize masks whose size differs from the video's (nearest).")
-    ] = False,
-    backend: Annotated[str, typer.Option(help="Video decoder: auto, decord or pyav.")] = "auto",
-    overwrite: Annotated[
-        bool, typer.Option(help="Redo every clip afresh instead of skipping and resuming.")
-    ] = False,
+    resize_mask: ResizeMask = False,
+    backend: Backend = "auto",
+    overwrite: Overwrite = False,
     model: ModelName = None,
     checkpoint: Checkpoint = None,
     device: Device = "auto",

@@ -13,16 +13,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from seggpt_video.cli.app import INTERRUPTED, app
 from seggpt_video.cli.options import (
+    Backend,
     BatchSize,
     Checkpoint,
     Device,
     Dtype,
     Ensemble,
     EnsembleOption,
+    Formats,
     Memory,
     ModelName,
+    Overwrite,
     PerObject,
     PromptFile,
+    ResizeMask,
     build_segmenter,
 )
 from seggpt_video.clip import STDOUT, open_clip, prepare_output, run_settings, segment_clip
@@ -51,15 +55,7 @@ def run(
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output folder, or - to stream mattes to stdout.")
     ] = "seggpt-out",
-    formats: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--format",
-            "-f",
-            help="davis, youtube-vos, overlay, matte, prores, y4m, summary; repeat for several. "
-            "Default: davis, overlay, summary.",
-        ),
-    ] = None,
+    formats: Formats = None,
     frames: Annotated[
         str | None,
         typer.Option(
@@ -76,13 +72,9 @@ def run(
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,
     prompt_file: PromptFile = None,
-    resize_mask: Annotated[
-        bool, typer.Option(help="Resize masks whose size differs from the video's (nearest).")
-    ] = False,
-    backend: Annotated[str, typer.Option(help="Video decoder: auto, decord or pyav.")] = "auto",
-    overwrite: Annotated[
-        bool, typer.Option(help="Start afresh instead of resuming an earlier run in --output.")
-    ] = False,
+    resize_mask: ResizeMask = False,
+    backend: Backend = "auto",
+    overwrite: Overwrite = False,
     model: ModelName = None,
     checkpoint: Checkpoint = None,
     device: Device = "auto",

@@ -72,6 +72,22 @@ EnsembleOption = Annotated[
 PerObject = Annotated[
     bool, typer.Option(help="One pass per object, white on black: slower, no colour mix-ups.")
 ]
+Formats = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="davis, youtube-vos, overlay, matte, prores, y4m, summary; repeat for several. "
+        "Default: davis, overlay, summary.",
+    ),
+]
+ResizeMask = Annotated[
+    bool, typer.Option(help="Resize masks whose size differs from the video's (nearest).")
+]
+Backend = Annotated[str, typer.Option(help="Video decoder: auto, decord or pyav.")]
+Overwrite = Annotated[
+    bool, typer.Option(help="Start afresh instead of resuming (or skipping) earlier work in -o.")
+]
 PromptFile = Annotated[
     Path | None,
     typer.Option(help="A tuned prompt from `seggpt-video tune`, used for every frame."),

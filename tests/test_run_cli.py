@@ -204,6 +204,29 @@ def test_an_interrupted_run_leaves_no_half_written_file(
     assert (out / "clip_overlay.mp4").exists()
 
 
+def test_a_frame_range_is_segmented_as_a_clip_of_its_own(tmp_path: Path, scene, checkpoint):
+    """--frames 2:5 equals running the clip made of frames 2-4, outputs named by the source."""
+    frames, labels = scene
+    whole = make_frame_folder(tmp_path / "whole", frames, ext="png")
+    part = make_frame_folder(tmp_path / "part", frames[2:5], names=["00002", "00003", "00004"])
+    write_palette_png(tmp_path / "m.png", labels[2])
+    invoke("run", whole, "--mask", f"2:{tmp_path / 'm.png'}", "--frames", "2:5",
+           "-c", checkpoint, "-o", tmp_path / "a", "-f", "davis", "-f", "overlay")  # fmt: skip
+    invoke("run", part, "--mask", tmp_path / "m.png",
+           "-c", checkpoint, "-o", tmp_path / "b", "-f", "davis")  # fmt: skip
+    names = sorted(p.name for p in (tmp_path / "a/whole").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "b/part").glob("*.png"))
+    assert names == ["00002.png", "00003.png", "00004.png"]
+    for name in names:
+        assert np.array_equal(
+            png_labels(tmp_path / "a/whole" / name), png_labels(tmp_path / "b/part" / name)
+        )
+    with av.open(str(tmp_path / "a/whole_overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        first = next(container.decode(stream))
+        assert stream.frames == 3 and first.time == 0
+
+
 def test_later_annotations_add_objects(tmp_path: Path, clip, checkpoint, scene):
     video, _ = clip
     _, labels = scene
