@@ -54,13 +54,14 @@ class SegmentedFrame:
 
     frame: (H, W, 3) uint8 RGB as decoded. labels: (H, W) uint8 object ids at the frame's size
     (the output). model_labels: (S, S) uint8 ids at the model's input size (what the prompt
-    memory keeps; a resumed run needs them). recalled: read back from an earlier run.
+    memory keeps; a resumed run needs them); None for a frame read back that the memory did not
+    need. recalled: read back from an earlier run.
     """
 
     index: int
     frame: np.ndarray
     labels: np.ndarray
-    model_labels: np.ndarray
+    model_labels: np.ndarray | None
     recalled: bool = False
 
 
@@ -251,7 +252,7 @@ class _Propagation:
     ) -> SegmentedFrame:
         """A frame an earlier run finished: read back, and remembered as that run remembered it."""
         labels = earlier.labels(index)
-        model_labels = earlier.model_labels(index)
+        model_labels = None  # read only for the frames that rejoin the memory
         if annotation is not None:
             self.present.update(int(i) for i in np.unique(annotation) if i)
             query = self.predictor.prepare_images([frame])
@@ -259,6 +260,7 @@ class _Propagation:
                 one_pass.remember_annotated(index, query, labels)
         elif remember:
             query = self.predictor.prepare_images([frame])
+            model_labels = earlier.model_labels(index)
             ids = torch.from_numpy(model_labels)[None].to(query.device)
             for one_pass in self.passes:
                 one_pass.remember_prediction(index, query, ids)
