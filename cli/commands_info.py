@@ -10,6 +10,7 @@ from seggpt_video import runtime
 from seggpt_video.cli.app import app
 from seggpt_video.cli.options import Checkpoint, Device, Dtype, ModelName
 from seggpt_video.model import count_parameters
+from seggpt_video.model.checkpoint import PACKAGED_MODEL, PUBLISHED_MODEL, resolve_model
 from seggpt_video.predictor import SegGPTPredictor, load_predictor
 
 ATTENTION_FORMS = {
@@ -26,11 +27,14 @@ def info(
     device: Device = "auto",
     dtype: Dtype = "auto",
 ) -> None:
-    """Print the model's configuration, parameter count, device, precision and CPU path."""
+    """Print the model (the default when none is named), its weights, size, device and CPU path."""
     predictor = load_predictor(model=model, checkpoint=checkpoint, device=device, dtype=dtype)
+    named = model is not None or checkpoint is not None
     config = predictor.model.config
     table = Table(title=f"model {predictor.name}", show_header=False)
     rows = {
+        "weights": str(checkpoint if checkpoint is not None else resolve_model(predictor.name)),
+        **({} if named else {"chosen": default_reason(predictor.name)}),
         "parameters": f"{count_parameters(predictor.model):,}",
         "device": str(predictor.device),
         "dtype": str(predictor.dtype).removeprefix("torch."),
@@ -41,6 +45,16 @@ def info(
     for key, value in rows.items():
         table.add_row(key, value)
     Console().print(table)
+
+
+def default_reason(name: str) -> str:
+    """Why the default resolved to ``name``."""
+    if name == PUBLISHED_MODEL:
+        return f"by default: {PUBLISHED_MODEL} weights are on this machine"
+    return (
+        f"by default: no local {PUBLISHED_MODEL} weights, so the packaged {PACKAGED_MODEL} "
+        f"(seggpt-video download {PUBLISHED_MODEL})"
+    )
 
 
 def cpu_rows(predictor: SegGPTPredictor) -> dict[str, str]:

@@ -7,6 +7,7 @@ normalisation, stacking prompt over query, device and precision.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +17,17 @@ import torch.nn.functional as F
 
 from seggpt_video import runtime
 from seggpt_video.model import SegGPT, load_model
+from seggpt_video.model.checkpoint import PACKAGED_MODEL, PUBLISHED_MODEL, default_model
 from seggpt_video.model.packed import pack_linears, packing_available
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_MODEL = "seggpt-tiny"
+# The model used when none is named and no seggpt-vit-large weights are here (see load_predictor).
+DEFAULT_MODEL = PACKAGED_MODEL
+FALLBACK_NOTE = (
+    f"using the packaged small model {PACKAGED_MODEL} (no local {PUBLISHED_MODEL} weights); "
+    f"for the published SegGPT: seggpt-video download {PUBLISHED_MODEL}"
+)
 SEG_TYPES = {"semantic": 0, "instance": 1}
 # Prompts whose target streams are kept (per-object passes each have their own prompt set).
 TARGET_CACHE_PROMPTS = 16
@@ -265,9 +272,12 @@ def load_predictor(
     dtype: str = "auto",
     seg_type: str = "instance",
 ) -> SegGPTPredictor:
-    """A predictor from a checkpoint file or folder, or a model name (default: the packaged one).
+    """A predictor from a checkpoint file or folder, or a model name; nothing is downloaded.
 
-    On the CPU it runs the path chosen for this CPU's features (runtime.choose_cpu_path).
+    Neither given: seggpt-vit-large when its weights are on this machine, else the packaged
+    model, which is said in one line on stderr (see model.checkpoint.default_model). The
+    predictor's ``name`` is the model's name or the checkpoint's path. On the CPU it runs the
+    path chosen for this CPU's features (runtime.choose_cpu_path).
     """
     torch_device = runtime.resolve_device(device)
     torch_dtype = runtime.resolve_dtype(dtype, torch_device)
@@ -275,9 +285,13 @@ def load_predictor(
     if torch_device.type == "cpu":
         cpu_path = runtime.choose_cpu_path(runtime.detect_cpu_features())
         runtime.tune_cpu_runtime(cpu_path.threads)
-    source = checkpoint if checkpoint is not None else (model or DEFAULT_MODEL)
-    network = load_model(source)
-    name = str(checkpoint) if checkpoint is not None else (model or DEFAULT_MODEL)
+    if checkpoint is not None:
+        name, network = str(checkpoint), load_model(checkpoint)
+    else:
+        name = model or default_model()
+        network = load_model(name)
+        if model is None and name == PACKAGED_MODEL:
+            print(FALLBACK_NOTE, file=sys.stderr, flush=True)
     pack = cpu_path is None or cpu_path.packed_linears
     predictor = SegGPTPredictor(
         network, torch_device, torch_dtype, seg_type=seg_type, name=name, pack=pack

@@ -12,6 +12,7 @@ import pickle
 import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,10 @@ from seggpt_video.model.config import PRESETS, SegGPTConfig
 from seggpt_video.model.seggpt import SegGPT
 
 HUB_REPOS = {"seggpt-vit-large": "BAAI/seggpt-vit-large"}
+HUB_FILES = ("config.json", "model.safetensors")  # what a download fetches, in this order
+FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a Hugging Face folder's weights
+PUBLISHED_MODEL = "seggpt-vit-large"
+PACKAGED_MODEL = "seggpt-tiny"
 PACKAGED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_DIR_ENV = "SEGGPT_VIDEO_WEIGHTS"
 
@@ -261,8 +266,7 @@ def read_checkpoint(path: str | Path) -> tuple[SegGPTConfig, dict[str, torch.Ten
     hf_config = None
     config_file = path / "config.json" if path.is_dir() else path.parent / "config.json"
     if path.is_dir():
-        candidates = [path / "model.safetensors", path / "pytorch_model.bin"]
-        weights = next((c for c in candidates if c.exists()), None)
+        weights = next((path / f for f in FOLDER_WEIGHTS if (path / f).exists()), None)
         if weights is None:
             raise UserError(f"{path}: folder has no model.safetensors or pytorch_model.bin")
         if config_file.exists():
@@ -316,44 +320,166 @@ def save_checkpoint(model: SegGPT, path: str | Path) -> None:
         save_file(state, str(partial), metadata=metadata)
 
 
-def resolve_model(name: str) -> Path:
-    """Local weights for a model name: packaged, in ``$SEGGPT_VIDEO_WEIGHTS``, or from the hub.
+def packaged_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    return sorted(p.stem for p in PACKAGED_WEIGHTS.glob("*.safetensors"))
 
-    The hub download goes through huggingface_hub, which writes to a temporary name and renames
-    when complete, so a half-downloaded file is never loaded.
+
+def _known_models() -> str:
+    return ", ".join(sorted(set(HUB_REPOS) | set(packaged_models())))
+
+
+def _holds_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in FOLDER_WEIGHTS)
+
+
+def find_weights(name: str) -> Path | None:
+    """Weights of a model name already on this machine, or None; never touches the network.
+
+    Looked for, in order: packaged; in ``$SEGGPT_VIDEO_WEIGHTS`` as ``<name>.safetensors``,
+    the release's ``seggpt_vit_large.pth`` or a folder ``<name>/`` holding the weights; in the
+    Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``) as a completed download of its repo.
     """
     packaged = PACKAGED_WEIGHTS / f"{name}.safetensors"
     if packaged.exists():
         return packaged
     local_dir = os.environ.get(WEIGHTS_DIR_ENV)
     if local_dir:
-        for candidate in (f"{name}.safetensors", f"{name.replace('-', '_')}.pth", name):
-            if (Path(local_dir) / candidate).exists():
-                return Path(local_dir) / candidate
+        folder = Path(local_dir)
+        for candidate in (f"{name}.safetensors", f"{name.replace('-', '_')}.pth"):
+            if (folder / candidate).is_file():
+                return folder / candidate
+        if _holds_weights(folder / name):
+            return folder / name
+    if name in HUB_REPOS:
+        from huggingface_hub import try_to_load_from_cache
+
+        # A download in progress sits under a temporary name: only completed files are found.
+        weights = try_to_load_from_cache(HUB_REPOS[name], HUB_FILES[-1])
+        config = try_to_load_from_cache(HUB_REPOS[name], HUB_FILES[0])
+        if isinstance(weights, str) and isinstance(config, str):
+            return Path(weights).parent
+    return None
+
+
+def resolve_model(name: str) -> Path:
+    """Local weights for a model name (see :func:`find_weights`); never downloads.
+
+    A known name whose weights are not here is an error that says how to get them
+    (:func:`download_model`, ``seggpt-video download``).
+    """
+    found = find_weights(name)
+    if found is not None:
+        return found
     if name not in HUB_REPOS:
-        known = ", ".join(
-            sorted(set(HUB_REPOS) | {p.stem for p in PACKAGED_WEIGHTS.glob("*.safetensors")})
+        raise UserError(
+            f"{name}: unknown model name (known: {_known_models()}); or pass --checkpoint FILE"
         )
-        raise UserError(f"{name}: unknown model name (known: {known}); or pass --checkpoint FILE")
+    raise UserError(
+        f"{name}: weights not cached on this machine; get them with `seggpt-video download "
+        f"{name}` (or put {name.replace('-', '_')}.pth in ${WEIGHTS_DIR_ENV}, or pass "
+        "--checkpoint FILE)"
+    )
+
+
+def default_model() -> str:
+    """The published model when its weights are on this machine, else the packaged one."""
+    return PUBLISHED_MODEL if find_weights(PUBLISHED_MODEL) is not None else PACKAGED_MODEL
+
+
+class DownloadError(UserError):
+    """The hub could not deliver the weights (network, server, disk): the command was right."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where a model's weights are after :func:`download_model`.
+
+    path: the weights (a file or folder that :func:`load_checkpoint` reads); fetched: whether
+    anything came over the network (False: already here, or packaged).
+    """
+
+    name: str
+    path: Path
+    fetched: bool
+
+
+def _download_reason(error: BaseException) -> str:
+    """One line for a failed download: the hub's first line and, when it wraps one, its cause."""
+    reason = _first_line(error)
+    cause = error.__cause__
+    if cause is not None and _first_line(cause) not in reason:
+        reason = f"{reason}: {_first_line(cause)}"
+    return reason
+
+
+def download_destination(name: str, folder: str | Path | None = None) -> Path | None:
+    """Where :func:`download_model` puts a published model; None: the Hugging Face cache.
+
+    ``folder/<name>/``; with no folder ``$SEGGPT_VIDEO_WEIGHTS/<name>/`` when that is set.
+    """
+    folder = folder if folder is not None else os.environ.get(WEIGHTS_DIR_ENV) or None
+    return None if folder is None else Path(folder) / name
+
+
+def downloaded_weights(name: str, folder: str | Path | None = None) -> Path | None:
+    """The weights :func:`download_model` would not fetch again, or None; no network.
+
+    With no folder, anything :func:`find_weights` finds (packaged, ``$SEGGPT_VIDEO_WEIGHTS``,
+    the Hugging Face cache); with one, a complete ``folder/<name>/``.
+    """
+    if folder is None or name not in HUB_REPOS:
+        return find_weights(name)
+    target = Path(folder) / name
+    return target if all((target / file).is_file() for file in HUB_FILES) else None
+
+
+def download_model(name: str, folder: str | Path | None = None) -> Download:
+    """Fetch a published model's weights from the Hugging Face hub, unless already here.
+
+    Into :func:`download_destination`: ``folder/<name>/``, ``$SEGGPT_VIDEO_WEIGHTS/<name>/``,
+    or the Hugging Face cache; :func:`find_weights` looks in the last two. Files are fetched by
+    huggingface_hub (``HF_ENDPOINT`` honoured), which writes each to a temporary name and
+    renames it when complete: a complete file is not fetched again, a partial one never
+    loaded. Its progress bar shows on a terminal. Raises UserError for an unknown name, a
+    folder that is a file, or offline mode; DownloadError when the hub, network or disk fails.
+    """
+    present = downloaded_weights(name, folder)
+    if present is not None:
+        return Download(name, present, fetched=False)
+    if name not in HUB_REPOS:
+        raise UserError(f"{name}: unknown model name (known: {_known_models()})")
     repo = HUB_REPOS[name]
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    target = download_destination(name, folder)
+    if target is not None and target.parent.exists() and not target.parent.is_dir():
+        raise UserError(f"{target.parent}: not a folder (where to put the weights)")
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import logging as hub_logging
 
-    cached = try_to_load_from_cache(repo, "model.safetensors")
-    if isinstance(cached, str) and try_to_load_from_cache(repo, "config.json"):
-        return Path(cached).parent
-    hub_logging.set_verbosity_error()  # one clear message of ours instead of retry chatter
-    try:
-        hf_hub_download(repo, "config.json")
-        return Path(hf_hub_download(repo, "model.safetensors")).parent
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if constants.is_offline_mode():
         raise UserError(
-            f"{name}: weights not cached and download from the Hugging Face hub ({repo}) failed "
-            f"({reason}); put seggpt_vit_large.pth (or the {repo} folder) in ${WEIGHTS_DIR_ENV}, "
-            "or pass --checkpoint FILE"
+            f"{name}: cannot download with HF_HUB_OFFLINE set (unset it, or put the {repo} "
+            f"files in ${WEIGHTS_DIR_ENV}/{name}/)"
+        )
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # one line of ours instead of the hub's retry chatter
+    try:
+        with warnings.catch_warnings():
+            # The hub checks free space before writing, but only warns; stop there instead.
+            warnings.filterwarnings("error", message="Not enough free disk space")
+            for file in HUB_FILES:  # the config first: complete weights mean a complete model
+                path = hf_hub_download(repo, file, local_dir=target)
+    except UserWarning as warning:
+        raise DownloadError(f"{name}: {warning}") from None
+    except Exception as error:  # whatever the hub or its HTTP client raises: one line
+        where = f"{constants.ENDPOINT}/{repo}"
+        raise DownloadError(
+            f"{name}: download from {where} failed ({_download_reason(error)}); "
+            "run the same command again to retry"
         ) from None
+    finally:
+        hub_logging.set_verbosity(verbosity)
+    return Download(name, Path(path).parent, fetched=True)
 
 
 def load_model(name_or_path: str | Path) -> SegGPT:
