@@ -46,17 +46,18 @@ def download(
         what = "packaged with seggpt-video" if name in packaged_models() else "already here"
         typer.echo(f"{name}: {what}, nothing to download: {present}")
         return
-    destination = download_destination(name, to)
-    if name in HUB_REPOS:
-        where = destination or "the Hugging Face cache"
-        typer.echo(f"downloading {name} ({HUB_REPOS[name]}) into {where}")
+    destination = download_destination(name, to)  # a wrong name or folder: said here
+    from huggingface_hub import constants as hub_constants
+
+    where = destination or f"the Hugging Face cache ({hub_constants.HF_HUB_CACHE})"
+    typer.echo(f"downloading {name} ({HUB_REPOS[name]}) into {where}")
     try:
         result = download_model(name, to)
     except DownloadError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(DOWNLOAD_FAILED) from None
     typer.echo(f"{name}: downloaded to {result.path}")
-    if destination is not None and destination.parent != _weights_dir():
+    if destination is not None and destination.parent.resolve() != _weights_dir():
         typer.echo(
             f"to use it by name: export {WEIGHTS_DIR_ENV}={destination.parent} "
             f"(or pass --checkpoint {result.path})"
@@ -65,4 +66,4 @@ def download(
 
 def _weights_dir() -> Path | None:
     folder = os.environ.get(WEIGHTS_DIR_ENV)
-    return Path(folder) if folder else None
+    return Path(folder).resolve() if folder else None

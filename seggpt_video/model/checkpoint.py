@@ -405,21 +405,35 @@ class Download:
 
 
 def _download_reason(error: BaseException) -> str:
-    """One line for a failed download: the hub's first line and, when it wraps one, its cause."""
-    reason = _first_line(error)
-    cause = error.__cause__
-    if cause is not None and _first_line(cause) not in reason:
-        reason = f"{reason}: {_first_line(cause)}"
-    return reason
+    """One line for a failed download: what went wrong underneath the hub's own wrapper."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(error, LocalEntryNotFoundError) and error.__cause__ is not None:
+        error = error.__cause__  # "cannot locate the file on the Hub": the cause says why
+    return _first_line(error).removesuffix(": None")  # an HTTP error without the hub's message
 
 
 def download_destination(name: str, folder: str | Path | None = None) -> Path | None:
-    """Where :func:`download_model` puts a published model; None: the Hugging Face cache.
+    """Where :func:`download_model` would put a published model; None: the Hugging Face cache.
 
     ``folder/<name>/``; with no folder ``$SEGGPT_VIDEO_WEIGHTS/<name>/`` when that is set.
+    UserError when the download cannot start: an unknown name, a folder that is a file,
+    huggingface_hub's offline mode (HF_HUB_OFFLINE).
     """
+    if name not in HUB_REPOS:
+        raise UserError(f"{name}: unknown model name (known: {_known_models()})")
     folder = folder if folder is not None else os.environ.get(WEIGHTS_DIR_ENV) or None
-    return None if folder is None else Path(folder) / name
+    target = None if folder is None else Path(folder) / name
+    if target is not None and target.parent.exists() and not target.parent.is_dir():
+        raise UserError(f"{target.parent}: not a folder (where to put the weights)")
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        raise UserError(
+            f"{name}: cannot download with HF_HUB_OFFLINE set (unset it, or put the "
+            f"{HUB_REPOS[name]} files in ${WEIGHTS_DIR_ENV}/{name}/)"
+        )
+    return target
 
 
 def downloaded_weights(name: str, folder: str | Path | None = None) -> Path | None:
@@ -441,26 +455,18 @@ def download_model(name: str, folder: str | Path | None = None) -> Download:
     or the Hugging Face cache; :func:`find_weights` looks in the last two. Files are fetched by
     huggingface_hub (``HF_ENDPOINT`` honoured), which writes each to a temporary name and
     renames it when complete: a complete file is not fetched again, a partial one never
-    loaded. Its progress bar shows on a terminal. Raises UserError for an unknown name, a
-    folder that is a file, or offline mode; DownloadError when the hub, network or disk fails.
+    loaded. Its progress bar shows on a terminal. UserError when the download cannot start or
+    the destination cannot be written; DownloadError when the hub, the network or the disk
+    fails (trying again may help).
     """
     present = downloaded_weights(name, folder)
     if present is not None:
         return Download(name, present, fetched=False)
-    if name not in HUB_REPOS:
-        raise UserError(f"{name}: unknown model name (known: {_known_models()})")
-    repo = HUB_REPOS[name]
     target = download_destination(name, folder)
-    if target is not None and target.parent.exists() and not target.parent.is_dir():
-        raise UserError(f"{target.parent}: not a folder (where to put the weights)")
+    repo = HUB_REPOS[name]
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import logging as hub_logging
 
-    if constants.is_offline_mode():
-        raise UserError(
-            f"{name}: cannot download with HF_HUB_OFFLINE set (unset it, or put the {repo} "
-            f"files in ${WEIGHTS_DIR_ENV}/{name}/)"
-        )
     verbosity = hub_logging.get_verbosity()
     hub_logging.set_verbosity_error()  # one line of ours instead of the hub's retry chatter
     try:
@@ -471,11 +477,14 @@ def download_model(name: str, folder: str | Path | None = None) -> Download:
                 path = hf_hub_download(repo, file, local_dir=target)
     except UserWarning as warning:
         raise DownloadError(f"{name}: {warning}") from None
+    except PermissionError as error:
+        raise UserError(
+            f"{name}: cannot write the weights in {error.filename or target} ({error.strerror})"
+        ) from None
     except Exception as error:  # whatever the hub or its HTTP client raises: one line
-        where = f"{constants.ENDPOINT}/{repo}"
         raise DownloadError(
-            f"{name}: download from {where} failed ({_download_reason(error)}); "
-            "run the same command again to retry"
+            f"{name}: download from {constants.ENDPOINT}/{repo} failed "
+            f"({_download_reason(error)}); run the same command again to retry"
         ) from None
     finally:
         hub_logging.set_verbosity(verbosity)
