@@ -319,6 +319,33 @@ CASES = [
         "not cached",
     ),
     case("info-dtype-bogus", "info --checkpoint {ckpt} --dtype bogus", r"--dtype", "bogus"),
+    # the published model, named but not downloaded: no command but `download` fetches it
+    case(
+        "run-model-not-downloaded",
+        "run {video} --mask {mask} --model seggpt-vit-large -o {out}/r",
+        r"^error: seggpt-vit-large: ",
+        r"`seggpt-video download seggpt-vit-large`",
+    ),
+    case(
+        "demo-model-not-downloaded",
+        DEMO + " --model seggpt-vit-large",
+        r"seggpt-vit-large",
+        r"`seggpt-video download seggpt-vit-large`",
+    ),
+    # download
+    case("download-model-unknown", "download nosuch", r"nosuch", "unknown model"),
+    case(
+        "download-to-a-file",
+        "download seggpt-vit-large --to {out}/notes.txt",
+        r"notes\.txt",
+        "not a folder",
+    ),
+    case(
+        "download-offline",
+        "download seggpt-vit-large --to {out}/weights",
+        r"seggpt-vit-large",
+        r"HF_HUB_OFFLINE",
+    ),
     # train
     case("train-davis-not-davis", TRAIN + " --davis {empty_dir}", r"empty", "DAVIS"),
     case("train-init-text", TRAIN + " --init {text}", r"notes\.txt", "text"),
