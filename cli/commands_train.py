@@ -58,6 +58,14 @@ def train(
     davis_weight: Annotated[
         float, typer.Option(min=0.0, help="Sampling weight of DAVIS pairs.")
     ] = 0.1,
+    davis_exclude: Annotated[
+        str | None,
+        typer.Option(help="DAVIS sequences kept out of training, comma-separated (a split)."),
+    ] = None,
+    davis_augment: Annotated[
+        bool,
+        typer.Option(help="Colour jitter and a query crop moved against the prompt's."),
+    ] = False,
     synthetic_weight: Annotated[
         float, typer.Option(min=0.0, help="Sampling weight of synthetic pairs.")
     ] = 1.0,
@@ -115,6 +123,8 @@ def train(
         ensemble_share=ensemble_share,
         davis=[str(p.resolve()) for p in davis],
         davis_weight=davis_weight,
+        davis_exclude=[n.strip() for n in (davis_exclude or "").split(",") if n.strip()],
+        davis_augment=davis_augment,
         synthetic_weight=synthetic_weight,
         seed=seed,
         bf16=bf16,

@@ -171,6 +171,41 @@ def test_davis_pairs_read_a_davis_folder(tmp_path):
     assert set(np.unique(pair.prompt_ids)) == {0, 1}  # 0/255 masks become object 1
 
 
+def test_davis_pairs_keep_excluded_sequences_out_and_name_unknown_ones(tmp_path):
+    _write_davis(tmp_path, sequences=3)
+    source = DavisPairs(tmp_path, size=16, exclude={"seq1"})
+    assert len(source.sequences) == 2 and len(source) == 6
+    # seq1's frames are the only ones left out: the kept masks are seq0's and seq2's
+    with pytest.raises(UserError, match="no sequence named seqX"):
+        DavisPairs(tmp_path, size=16, exclude={"seq1", "seqX"})
+
+
+def test_davis_augmentation_jitters_both_frames_alike_and_keeps_objects_in_the_prompt(tmp_path):
+    _write_davis(tmp_path, sequences=1, frames=3)
+    plain, augmented = DavisPairs(tmp_path, size=16), DavisPairs(tmp_path, size=16, augment=True)
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    changed = 0
+    for _ in range(20):
+        a, b = plain.sample(rng_a), augmented.sample(rng_b)
+        assert b.prompt_ids.any()  # the prompt crop always shows the object
+        changed += not np.array_equal(a.prompt_image, b.prompt_image)
+        rng_a, rng_b = (
+            np.random.default_rng(rng_a.integers(2**32)),
+            np.random.default_rng(rng_b.integers(2**32)),
+        )
+    assert changed >= 15
+    # one frame, same box: the jitter is the same on both images
+    twin = DavisPairs(tmp_path, size=16, augment=True)
+    twin.sequences = [(twin.sequences[0][0][:1] * 2, twin.sequences[0][1][:1] * 2)]
+    same_box = 0
+    for seed in range(10):
+        pair = twin.sample(np.random.default_rng(seed))
+        if np.array_equal(pair.prompt_ids, pair.query_ids):
+            same_box += 1
+            assert np.abs(pair.prompt_image.astype(int) - pair.query_image.astype(int)).max() <= 1
+    assert same_box >= 2
+
+
 def test_davis_pairs_name_the_folder_when_it_is_not_davis(tmp_path):
     with pytest.raises(UserError, match="JPEGImages"):
         DavisPairs(tmp_path, size=16)

@@ -90,6 +90,10 @@ class TrainConfig:
     ensemble_share: float = 0.0
     davis: list[str] = field(default_factory=list)
     davis_weight: float = 0.1
+    # DAVIS sequences kept out of training (a validation split of one's own) and DAVIS
+    # augmentation (shared colour jitter, a query box moved against the prompt's).
+    davis_exclude: list[str] = field(default_factory=list)
+    davis_augment: bool = False
     synthetic_weight: float = 1.0
     seed: int = 0
     bf16: bool = False
@@ -124,7 +128,9 @@ def build_sources(config: TrainConfig, size: int) -> tuple[list, list[float]]:
         sources.append(SyntheticPairs(size))
         weights.append(config.synthetic_weight)
     for root in config.davis:
-        sources.append(DavisPairs(root, size))
+        sources.append(
+            DavisPairs(root, size, exclude=set(config.davis_exclude), augment=config.davis_augment)
+        )
         weights.append(config.davis_weight)
     if not sources:
         raise UserError("train: no data (synthetic weight is 0 and no --davis folder given)")

@@ -120,23 +120,35 @@ class DavisPairs:
     """Pairs of frames (at most ``max_gap`` apart) of one sequence of a DAVIS-layout folder.
 
     Reads ``JPEGImages/<res>/<seq>/*.jpg`` and ``Annotations/<res>/<seq>/*.png`` (0/255 or palette
-    ids), all held in memory, downscaled so the short side is ``2 * size`` at most.
+    ids), all held in memory, downscaled so the short side is ``2 * size`` at most. ``exclude``
+    names sequences kept out (a validation split of one's own). ``augment`` adds what 30 real
+    sequences lack: colour jitter shared by both frames (another camera, the same scene) and a
+    query crop box moved and scaled against the prompt's (more motion than the sequences show).
     """
 
     name = "davis"
 
     def __init__(
-        self, root: Path | str, size: int, resolution: str | None = None, max_gap: int = 40
+        self,
+        root: Path | str,
+        size: int,
+        resolution: str | None = None,
+        max_gap: int = 40,
+        exclude: frozenset[str] | set[str] = frozenset(),
+        augment: bool = False,
     ) -> None:
         root = Path(root)
         self.size = size
         self.max_gap = max_gap
+        self.augment = augment
         image_root = _single_subfolder(root / "JPEGImages", resolution)
         mask_root = root / "Annotations" / image_root.name
         if not mask_root.is_dir():
             raise UserError(f"{mask_root}: no annotation folder matching {image_root}")
         self.sequences: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
         for sequence in sorted(p for p in image_root.iterdir() if p.is_dir()):
+            if sequence.name in exclude:
+                continue
             frames, masks = [], []
             for image_path in sorted(sequence.glob("*.jpg")):
                 mask_path = mask_root / sequence.name / (image_path.stem + ".png")
@@ -147,6 +159,9 @@ class DavisPairs:
                 masks.append(ids)
             if len(frames) >= 2:
                 self.sequences.append((frames, masks))
+        unknown = set(exclude) - {p.name for p in image_root.iterdir()}
+        if unknown:
+            raise UserError(f"{root}: no sequence named {', '.join(sorted(unknown))} to exclude")
         if not self.sequences:
             raise UserError(f"{root}: no sequence with two or more annotated frames")
 
@@ -163,9 +178,17 @@ class DavisPairs:
                 break
         # One crop box for both frames: at inference both are whole frames of one camera.
         box = _random_box(masks[first].shape, rng)
+        for _ in range(10 if self.augment else 0):  # a prompt crop that shows the object
+            top, left, crop_h, crop_w = box
+            if masks[first][top : top + crop_h, left : left + crop_w].any():
+                break
+            box = _random_box(masks[first].shape, rng)
         flip = rng.random() < 0.5
+        query_box = _moved_box(box, masks[first].shape, rng) if self.augment else box
         prompt_image, prompt_ids = _crop(frames[first], masks[first], box, self.size, flip)
-        query_image, query_ids = _crop(frames[second], masks[second], box, self.size, flip)
+        query_image, query_ids = _crop(frames[second], masks[second], query_box, self.size, flip)
+        if self.augment:
+            prompt_image, query_image = _jitter_colours([prompt_image, query_image], rng)
         # One object per DAVIS 2016 sequence; in DAVIS 2017 each id is its own class.
         classes = {int(i): int(i) for i in np.unique(prompt_ids) if i}
         return Pair(prompt_image, prompt_ids, query_image, query_ids, classes)
@@ -230,6 +253,35 @@ def _random_box(shape: tuple[int, int], rng: np.random.Generator) -> tuple[int, 
     top = int(rng.integers(0, height - crop_h + 1))
     left = int(rng.integers(0, width - crop_w + 1))
     return top, left, crop_h, crop_w
+
+
+def _moved_box(
+    box: tuple[int, int, int, int], shape: tuple[int, int], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """Half the time the same box; otherwise moved by up to 10% and scaled by 0.9-1.1, in frame."""
+    if rng.random() < 0.5:
+        return box
+    height, width = shape
+    top, left, crop_h, crop_w = box
+    scale = rng.uniform(0.9, 1.1)
+    crop_h, crop_w = min(height, int(crop_h * scale)), min(width, int(crop_w * scale))
+    top = int(np.clip(top + rng.uniform(-0.1, 0.1) * crop_h, 0, height - crop_h))
+    left = int(np.clip(left + rng.uniform(-0.1, 0.1) * crop_w, 0, width - crop_w))
+    return top, left, crop_h, crop_w
+
+
+def _jitter_colours(images: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random brightness, contrast, saturation and channel gains on every image."""
+    brightness, contrast, saturation = rng.uniform(0.7, 1.3, size=3)
+    gains = rng.uniform(0.9, 1.1, size=3)
+    out = []
+    for image in images:
+        pixels = image.astype(np.float32) * brightness * gains
+        grey = pixels.mean(axis=2, keepdims=True)
+        pixels = grey + saturation * (pixels - grey)
+        pixels = pixels.mean() + contrast * (pixels - pixels.mean())
+        out.append(np.clip(pixels, 0, 255).astype(np.uint8))
+    return out
 
 
 def _crop(
