@@ -30,6 +30,7 @@ from seggpt_video.batch import (
 from seggpt_video.cli.app import INTERRUPTED, app
 from seggpt_video.cli.commands_run import DEFAULT_FORMATS
 from seggpt_video.cli.options import (
+    REFINE_DEFAULT,
     Backend,
     BatchSize,
     Checkpoint,
@@ -43,7 +44,10 @@ from seggpt_video.cli.options import (
     Overwrite,
     PerObject,
     PromptFile,
+    Refine,
+    RefineOption,
     ResizeMask,
+    Soft,
     build_segmenter,
 )
 from seggpt_video.clip import prepare_output
@@ -99,6 +103,8 @@ def batch(
     batch_size: BatchSize = 1,
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,
+    refine: RefineOption = REFINE_DEFAULT,
+    soft: Soft = False,
     prompt_file: PromptFile = None,
     resize_mask: ResizeMask = False,
     backend: Backend = "auto",
@@ -140,6 +146,8 @@ def batch(
         Ensemble(ensemble).value,
         per_object,
         options.prompt_file,
+        refine=Refine(refine).value,
+        soft=soft,
     )
     if rank.is_main:
         console.print(

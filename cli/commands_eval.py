@@ -20,6 +20,7 @@ from rich.table import Table
 
 from seggpt_video.cli.app import app
 from seggpt_video.cli.options import (
+    REFINE_DEFAULT,
     BatchSize,
     Checkpoint,
     Device,
@@ -30,6 +31,8 @@ from seggpt_video.cli.options import (
     ModelName,
     PerObject,
     PromptFile,
+    Refine,
+    RefineOption,
     build_segmenter,
 )
 from seggpt_video.distributed import Rank
@@ -93,6 +96,7 @@ def eval_command(
     batch_size: BatchSize = 1,
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,
+    refine: RefineOption = REFINE_DEFAULT,
     prompt_file: PromptFile = None,
     model: ModelName = None,
     checkpoint: Checkpoint = None,
@@ -125,6 +129,7 @@ def eval_command(
                 "ensemble": Ensemble(ensemble).value,
                 "per_object": per_object,
                 "prompt_file": prompt_file,
+                "refine": Refine(refine).value,
             }
             loading = {"model": model, "checkpoint": checkpoint, "device": device, "dtype": dtype}
             _predict(mine, predictions, rank, loading, options)
@@ -161,6 +166,7 @@ def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) 
     from seggpt_video.clip import prepare_output
     from seggpt_video.evaluation.inference import SETTINGS_FILE, is_predicted, predict_sequence
     from seggpt_video.io.state import check_settings, record_settings
+    from seggpt_video.refine import DEFAULT_SETTINGS, refine_record
     from seggpt_video.runtime import resolve_device, resolve_dtype
 
     if loading["device"] == "auto":
@@ -172,6 +178,7 @@ def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) 
         "dtype": str(dtype).removeprefix("torch."),
         **options,
         "prompt_file": str(options["prompt_file"]) if options["prompt_file"] else None,
+        "refine": refine_record(options["refine"], DEFAULT_SETTINGS),
     }
     prepare_output(predictions)
     check_settings(predictions / SETTINGS_FILE, settings)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from seggpt_video.cli.app import INTERRUPTED, app
 from seggpt_video.cli.options import (
+    REFINE_DEFAULT,
     Backend,
     BatchSize,
     Checkpoint,
@@ -26,7 +27,9 @@ from seggpt_video.cli.options import (
     Overwrite,
     PerObject,
     PromptFile,
+    RefineOption,
     ResizeMask,
+    Soft,
     build_segmenter,
 )
 from seggpt_video.clip import STDOUT, open_clip, prepare_output, run_settings, segment_clip
@@ -71,6 +74,8 @@ def run(
     batch_size: BatchSize = 1,
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,
+    refine: RefineOption = REFINE_DEFAULT,
+    soft: Soft = False,
     prompt_file: PromptFile = None,
     resize_mask: ResizeMask = False,
     backend: Backend = "auto",
@@ -88,7 +93,17 @@ def run(
         if output == STDOUT:
             _check_stream(clip.object_ids, stream_object)
         segmenter = build_segmenter(
-            model, checkpoint, device, dtype, memory, batch_size, ensemble, per_object, prompt_file
+            model,
+            checkpoint,
+            device,
+            dtype,
+            memory,
+            batch_size,
+            ensemble,
+            per_object,
+            prompt_file,
+            refine=refine,
+            soft=soft,
         )
         info, predictor = clip.source.info, segmenter.predictor
         console.print(

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from seggpt_video.refine import DEFAULT_REFINE
+
 if TYPE_CHECKING:
     from seggpt_video.engine import Segmenter
 
@@ -16,8 +18,9 @@ ModelName = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model name: seggpt-tiny (packaged), seggpt-vit-large (Hugging Face hub or "
-        "$SEGGPT_VIDEO_WEIGHTS). Default: seggpt-tiny.",
+        help="Model name: seggpt-tiny (packaged) or seggpt-vit-large (the published weights, "
+        "fetched once by `seggpt-video download`). Default: seggpt-vit-large when its weights "
+        "are on this machine, else seggpt-tiny.",
     ),
 ]
 Checkpoint = Annotated[
@@ -42,6 +45,16 @@ class Ensemble(str, Enum):
 
     feature = "feature"
     spatial = "spatial"
+
+
+class Refine(str, Enum):
+    """How the upsampled prediction is refined before its ids are decided (see refine.py)."""
+
+    guided = "guided"
+    none = "none"
+
+
+REFINE_DEFAULT = Refine(DEFAULT_REFINE)  # --refine's default, decided in refine.py
 
 
 def at_least(minimum: int):
@@ -71,6 +84,20 @@ EnsembleOption = Annotated[
 ]
 PerObject = Annotated[
     bool, typer.Option(help="One pass per object, white on black: slower, no colour mix-ups.")
+]
+RefineOption = Annotated[
+    Refine,
+    typer.Option(
+        help="guided: the upsampled prediction follows the frame's edges (guided filter); "
+        "none: decoded as painted. The prompt memory is the same either way."
+    ),
+]
+Soft = Annotated[
+    bool,
+    typer.Option(
+        help="matte, prores and y4m carry soft mattes (0-255, > 127 where the mask is) instead "
+        "of 0/255; masks and overlays stay hard."
+    ),
 ]
 Formats = Annotated[
     list[str] | None,
@@ -104,6 +131,8 @@ def build_segmenter(
     ensemble: Ensemble | str,
     per_object: bool,
     prompt_file: Path | None,
+    refine: Refine | str = DEFAULT_REFINE,
+    soft: bool = False,
 ) -> Segmenter:
     """The model loaded as asked and the propagation options around it."""
     from seggpt_video.engine import Segmenter, SegmenterOptions
@@ -121,5 +150,7 @@ def build_segmenter(
         per_object=per_object,
         extra_prompts=extra,
         ensemble=Ensemble(ensemble).value,
+        refine=Refine(refine).value,
+        soft=soft,
     )
     return Segmenter(predictor, options)

@@ -23,6 +23,7 @@ from seggpt_video.io.state import RunState, record_settings
 from seggpt_video.io.video import FrameRange, VideoSource, open_video
 from seggpt_video.io.writers import make_writers
 from seggpt_video.pipeline import RunReport, segment_video
+from seggpt_video.refine import refine_record
 
 SETTINGS_FILE = "run.json"
 STDOUT = "-"
@@ -173,6 +174,8 @@ def run_settings(clip: Clip, segmenter: Segmenter, prompt_file: Path | None = No
         "per_object": options.per_object,
         "ensemble": options.ensemble,
         "upsample": options.upsample,
+        "refine": refine_record(options.refine, options.refine_settings),
+        "soft": options.soft,
         "prompt_file": str(prompt_file) if prompt_file else None,
     }
 
@@ -205,7 +208,12 @@ def segment_clip(
         settings = settings or run_settings(clip, segmenter)
         record_settings(output / SETTINGS_FILE, settings, overwrite)
         name = sequence or info.name
-        state = RunState(RunState.folder_for(output, name), info, segmenter.predictor.size)
+        state = RunState(
+            RunState.folder_for(output, name),
+            info,
+            segmenter.predictor.size,
+            soft=segmenter.options.soft,
+        )
         if overwrite:
             state.clear()
         writers = make_writers(

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from seggpt_video.errors import UserError
-from seggpt_video.objects import MAX_OBJECTS, ObjectPalette, decode_passes
-from seggpt_video.predictor import PromptTensors, SegGPTPredictor
+from seggpt_video.objects import MAX_OBJECTS, DecodedBatch, ObjectPalette, decode_batch, hard_alpha
+from seggpt_video.predictor import PromptTensors, SegGPTPredictor, to_tensor_images
+from seggpt_video.refine import DEFAULT_REFINE, DEFAULT_SETTINGS, REFINE_MODES, RefineSettings
 
 
 @dataclass
@@ -38,6 +39,11 @@ class SegmenterOptions:
     extra_prompts: prompts used for every frame, e.g. a tuned prompt from ``seggpt-video tune``.
     ensemble: how several prompts combine: 'feature' (averaged inside attention, the paper's
         best for video) or 'spatial' (tiled in a grid and shrunk to one prompt).
+    refine: 'guided': the upsampled prediction is refined along the frame's edges before the
+        ids are decided (see refine.py); 'none': decoded as painted. The prompt memory keeps the
+        ids decoded at the model's size either way.
+    refine_settings: the guided filter's settings.
+    soft: also hand out soft mattes (``SegmentedFrame.alpha``).
     """
 
     memory: int = 8
@@ -46,6 +52,9 @@ class SegmenterOptions:
     upsample: str = "bilinear"
     extra_prompts: PromptTensors | None = None
     ensemble: str = "feature"
+    refine: str = DEFAULT_REFINE
+    refine_settings: RefineSettings = DEFAULT_SETTINGS
+    soft: bool = False
 
 
 @dataclass
@@ -55,7 +64,10 @@ class SegmentedFrame:
     frame: (H, W, 3) uint8 RGB as decoded. labels: (H, W) uint8 object ids at the frame's size
     (the output). model_labels: (S, S) uint8 ids at the model's input size (what the prompt
     memory keeps; a resumed run needs them); None for a frame read back that the memory did not
-    need. recalled: read back from an earlier run.
+    need. recalled: read back from an earlier run. alpha: with ``soft``, the soft mattes
+    (1 + K, H, W) uint8 0-255, channel 0 the union of the objects and channel k the run's k-th
+    object (ids increasing), above 127 exactly where ``labels`` has them (see
+    ``objects.soft_alpha``; an annotated frame's are hard); None otherwise.
     """
 
     index: int
@@ -63,6 +75,7 @@ class SegmentedFrame:
     labels: np.ndarray
     model_labels: np.ndarray | None
     recalled: bool = False
+    alpha: np.ndarray | None = None
 
 
 class EarlierRun(Protocol):
@@ -74,6 +87,10 @@ class EarlierRun(Protocol):
 
     def model_labels(self, index: int) -> np.ndarray:
         """Frame `index`'s ids at the model's size, (S, S) uint8."""
+        ...
+
+    def alpha(self, index: int) -> np.ndarray:
+        """Frame `index`'s soft mattes, (1 + K, H, W) uint8 (kept by a ``soft`` run)."""
         ...
 
 
@@ -122,6 +139,8 @@ class Segmenter:
             raise UserError(f"ensemble {self.options.ensemble!r}: expected feature or spatial")
         if self.options.upsample not in ("bilinear", "nearest"):
             raise UserError(f"upsample {self.options.upsample!r}: expected bilinear or nearest")
+        if self.options.refine not in REFINE_MODES:
+            raise UserError(f"refine {self.options.refine!r}: expected {' or '.join(REFINE_MODES)}")
 
     def resume_point(
         self, first_unfinished: int, annotations: dict[int, np.ndarray], num_frames: int
@@ -171,7 +190,7 @@ class Segmenter:
             palettes = [ObjectPalette([i]) for i in object_ids]
         else:
             palettes = [ObjectPalette(object_ids)]
-        run = _Propagation(self.predictor, self.options, palettes)
+        run = _Propagation(self.predictor, self.options, palettes, object_ids)
         predicted_before = [i for i in range(resume_from) if i not in annotations]
         remembered = set(predicted_before[-self.options.memory :] if self.options.memory else [])
         batch: list[tuple[int, np.ndarray]] = []
@@ -208,11 +227,16 @@ class _Propagation:
     """
 
     def __init__(
-        self, predictor: SegGPTPredictor, options: SegmenterOptions, palettes: list[ObjectPalette]
+        self,
+        predictor: SegGPTPredictor,
+        options: SegmenterOptions,
+        palettes: list[ObjectPalette],
+        object_ids: list[int],
     ) -> None:
         self.predictor = predictor
         self.options = options
         self.passes = [_Pass(predictor, options, palette) for palette in palettes]
+        self.object_ids = object_ids
         self.present: set[int] = set()
 
     def annotate(self, index: int, frame: np.ndarray, labels: np.ndarray) -> SegmentedFrame:
@@ -222,25 +246,30 @@ class _Propagation:
         if index == 0:
             merged = labels
         else:
-            predicted = self._decode(query, frame.shape[:2])[0][0].cpu().numpy()
+            predicted = self._decode(query, [frame]).labels[0].cpu().numpy()
             merged = predicted.copy()
             merged[np.isin(merged, np.unique(labels[labels > 0]))] = 0
             merged[labels > 0] = labels[labels > 0]
         for one_pass in self.passes:
             one_pass.remember_annotated(index, query, merged)
-        return SegmentedFrame(index, frame, merged, self._model_size(merged))
+        alpha = hard_alpha(merged, self.object_ids) if self.options.soft else None
+        return SegmentedFrame(index, frame, merged, self._model_size(merged), alpha=alpha)
 
     def predict(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[SegmentedFrame]:
         """Frames that go through the model together, each remembered as it is handed out."""
-        queries = self.predictor.prepare_images([frame for _, frame in batch])
-        labels, model_labels = self._decode(queries, batch[0][1].shape[:2])
-        labels_np, model_np = labels.cpu().numpy(), model_labels.cpu().numpy()
+        frames = [frame for _, frame in batch]
+        queries = self.predictor.prepare_images(frames)
+        decoded = self._decode(queries, frames)
+        model_labels = decoded.model_labels
+        labels_np, model_np = decoded.labels.cpu().numpy(), model_labels.cpu().numpy()
+        alpha_np = decoded.alpha.cpu().numpy() if decoded.alpha is not None else None
         for position, (index, frame) in enumerate(batch):
             for one_pass in self.passes:
                 one_pass.remember_prediction(
                     index, queries[position : position + 1], model_labels[position : position + 1]
                 )
-            yield SegmentedFrame(index, frame, labels_np[position], model_np[position])
+            alpha = alpha_np[position] if alpha_np is not None else None
+            yield SegmentedFrame(index, frame, labels_np[position], model_np[position], alpha=alpha)
 
     def recall(
         self,
@@ -252,6 +281,7 @@ class _Propagation:
     ) -> SegmentedFrame:
         """A frame an earlier run finished: read back, and remembered as that run remembered it."""
         labels = earlier.labels(index)
+        alpha = earlier.alpha(index) if self.options.soft else None
         model_labels = None  # read only for the frames that rejoin the memory
         if annotation is not None:
             self.present.update(int(i) for i in np.unique(annotation) if i)
@@ -264,15 +294,27 @@ class _Propagation:
             ids = torch.from_numpy(model_labels)[None].to(query.device)
             for one_pass in self.passes:
                 one_pass.remember_prediction(index, query, ids)
-        return SegmentedFrame(index, frame, labels, model_labels, recalled=True)
+        return SegmentedFrame(index, frame, labels, model_labels, recalled=True, alpha=alpha)
 
-    def _decode(self, queries: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-        """Object ids of a batch at frame size (B, H, W) and at model size (B, S, S)."""
+    def _decode(self, queries: torch.Tensor, frames: list[np.ndarray]) -> DecodedBatch:
+        """Object ids of a batch at frame size (B, H, W) and at model size (B, S, S), and its
+        soft mattes with ``soft``; refined on the model's device with the frames as the guide."""
         # A pass none of whose objects is annotated yet has nothing to look for.
         passes = [p for p in self.passes if self.present.intersection(p.palette.object_ids)]
         painted = [p.predictor.paint(p.prompt_tensors(), queries) for p in passes]
-        palettes = [p.palette for p in passes]
-        return decode_passes(painted, palettes, sorted(self.present), size, self.options.upsample)
+        refine = self.options.refine_settings if self.options.refine == "guided" else None
+        guide = to_tensor_images(frames).to(queries.device) if refine is not None else None
+        return decode_batch(
+            painted,
+            [p.palette for p in passes],
+            sorted(self.present),
+            self.object_ids,
+            frames[0].shape[:2],
+            mode=self.options.upsample,
+            refine=refine,
+            guide=guide,
+            soft=self.options.soft,
+        )
 
     def _model_size(self, labels: np.ndarray) -> np.ndarray:
         """Ids (H, W) resized to the model's input as a prompt mask is (nearest), (S, S)."""

@@ -113,9 +113,9 @@ def segment_video(
             clock = time.perf_counter()
             for writer in writers:
                 if not (item.recalled and writer.done(item.index)):
-                    writer.write(item.index, item.frame, item.labels)
+                    writer.write(item.index, item.frame, item.labels, alpha=item.alpha)
             if state is not None and not item.recalled:
-                state.record(item.index, item.labels, item.model_labels)
+                state.record(item.index, item.labels, item.model_labels, alpha=item.alpha)
             writer_thread.busy_seconds += time.perf_counter() - clock
 
     reader, writer_thread = _Worker(read), _Worker(write)

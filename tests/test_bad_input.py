@@ -168,6 +168,7 @@ CASES = [
     case("run-memory-negative", RUN + " --memory -1", r"--memory", "-1"),
     case("run-batch-size-zero", RUN + " --batch-size 0", r"--batch-size", "0"),
     case("run-ensemble-nosuch", RUN + " --ensemble nosuch", r"--ensemble", "nosuch"),
+    case("run-refine-bogus", RUN + " --refine bogus", r"--refine", "bogus"),
     case("run-format-nosuch", RUN + " --format nosuch", r"nosuch", "format"),
     case("run-frames-empty-range", RUN + " --frames 5:2", r"5:2", r"end|range|empty"),
     # run: where the output goes
@@ -206,6 +207,7 @@ CASES = [
         "not found",
     ),
     case("eval-checkpoint-png", EVAL + " --checkpoint {png}", r"image\.png", "PNG"),
+    case("eval-refine-bogus", EVAL + " --refine bogus", r"--refine", "bogus"),
     case(
         "eval-split-file-missing",
         "eval {davis} --benchmark davis2016 -p {preds} -o {out}/r",

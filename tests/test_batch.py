@@ -302,7 +302,9 @@ def test_an_interrupted_clip_leaves_nothing_half_written_and_resumes(
     assert len(list((out / "long" / "long").glob("*.png"))) == 20
     loads = []
     build = commands_batch.build_segmenter
-    monkeypatch.setattr(commands_batch, "build_segmenter", lambda *a: loads.append(a) or build(*a))
+    monkeypatch.setattr(
+        commands_batch, "build_segmenter", lambda *a, **k: loads.append(a) or build(*a, **k)
+    )
     invoke(*batch_args(media, out), code=1)
     assert len(loads) == 1  # one model for the four clips
     records = status(out)

@@ -101,10 +101,10 @@ def test_ctrl_c_then_rerun_equals_an_uninterrupted_run(
     out = tmp_path / "out"
     original = RunState.record
 
-    def interrupted(self, index, labels, model_labels):
+    def interrupted(self, index, *kept, **alpha):
         if index == cut:
             raise KeyboardInterrupt
-        original(self, index, labels, model_labels)
+        original(self, index, *kept, **alpha)
 
     monkeypatch.setattr(RunState, "record", interrupted)
     result = runner.invoke(app, run_args(media, out, CASES[case]))

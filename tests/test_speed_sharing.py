@@ -139,7 +139,8 @@ def test_out_of_memory_splits_the_batch_and_remembers():
         predictor.paint(prompts, queries[:1])
 
 
-def test_cpu_threads_follow_physical_cores():
+def test_cpu_threads_follow_physical_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     try:
         assert tune_cpu_runtime(threads=1) == 1

@@ -14,6 +14,10 @@ Formats (the names `make_writers` takes), for a video named <seq> and an output 
 - ``y4m``: the mattes as a YUV4MPEG2 gray video, to a pipe (output "-") or ``<out>/<seq>.y4m``.
 - ``summary``: ``<out>/summary.json``: the video, its objects, their area per frame, timings.
 
+Mattes (``matte``, ``prores``, ``y4m``) are 0/255 from the object ids, or soft (0-255) when the
+frames carry soft mattes (``alpha``, see ``engine.SegmentedFrame``); the other outputs always show
+the hard ids.
+
 <frame> is the video's frame name: 00000, 00001, ... for a video file, the frame file's name for a
 folder of frames (YouTube-VOS frames are named by their 5-digit frame number).
 
@@ -53,10 +57,14 @@ class Writer:
 
     info: VideoInfo
 
-    def write(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+    def write(
+        self, index: int, frame: np.ndarray, labels: np.ndarray, alpha: np.ndarray | None = None
+    ) -> None:
         """Add frame `index`.
 
-        frame: (H, W, 3) uint8 RGB as read from the video; labels: (H, W) uint8 object ids.
+        frame: (H, W, 3) uint8 RGB as read from the video; labels: (H, W) uint8 object ids;
+        alpha: soft mattes (1 + K, H, W) uint8, channel 0 the union of the objects and channel k
+        the k-th of the clip's objects in increasing id order, or None (mattes from labels).
         """
         raise NotImplementedError
 
@@ -123,7 +131,9 @@ class PalettePNGWriter(Writer):
         """Where frame `index` is written."""
         return self.folder / f"{self.info.frame_names[index]}.png"
 
-    def write(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+    def write(
+        self, index: int, frame: np.ndarray, labels: np.ndarray, alpha: np.ndarray | None = None
+    ) -> None:
         self._check_labels(labels)
         write_palette_png(self.frame_path(index), labels)
 
@@ -148,7 +158,8 @@ class PalettePNGWriter(Writer):
 
 
 class MattePNGWriter(Writer):
-    """One 0/255 grayscale PNG per object and frame: <folder>/object_<id>/<frame name>.png."""
+    """One grayscale PNG per object and frame: <folder>/object_<id>/<frame name>.png (0/255, or
+    the soft matte 0-255 when frames carry one)."""
 
     def __init__(self, folder: Path | str, info: VideoInfo, object_ids: Iterable[int]) -> None:
         self.folder = Path(folder)
@@ -162,10 +173,12 @@ class MattePNGWriter(Writer):
         """Where the matte of `object_id` in frame `index` is written."""
         return self.folder / f"object_{object_id}" / f"{self.info.frame_names[index]}.png"
 
-    def write(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+    def write(
+        self, index: int, frame: np.ndarray, labels: np.ndarray, alpha: np.ndarray | None = None
+    ) -> None:
         self._check_labels(labels)
         for object_id in self.object_ids:
-            matte = Image.fromarray(_matte(labels, object_id))
+            matte = Image.fromarray(_matte(labels, object_id, alpha, self.object_ids))
             with atomic_path(self.frame_path(index, object_id)) as partial:
                 matte.save(partial, format="PNG")
 
@@ -173,8 +186,23 @@ class MattePNGWriter(Writer):
         return all(self.frame_path(index, i).is_file() for i in self.object_ids)
 
 
-def _matte(labels: np.ndarray, object_id: int | None) -> np.ndarray:
-    """(H, W) uint8: 255 inside the object (any object when object_id is None), else 0."""
+def _matte(
+    labels: np.ndarray,
+    object_id: int | None,
+    alpha: np.ndarray | None = None,
+    object_ids: Iterable[int] | None = None,
+) -> np.ndarray:
+    """(H, W) uint8 matte of the object (of any object when object_id is None): 255 inside and
+    0 outside from labels, or its channel of the soft mattes `alpha` (1 + K, H, W), whose
+    channels follow the K ids of `object_ids` in increasing order."""
+    if alpha is not None:
+        order = sorted(object_ids or [])
+        if alpha.shape != (1 + len(order), *labels.shape) or alpha.dtype != np.uint8:
+            raise ValueError(
+                f"alpha must be uint8 {(1 + len(order), *labels.shape)}, "
+                f"got {alpha.dtype} {alpha.shape}"
+            )
+        return alpha[0 if object_id is None else 1 + order.index(object_id)]
     inside = labels != 0 if object_id is None else labels == object_id
     return inside.astype(np.uint8) * 255
 
@@ -295,7 +323,9 @@ class OverlayWriter(_VideoWriter):
             )
         ]
 
-    def write(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+    def write(
+        self, index: int, frame: np.ndarray, labels: np.ndarray, alpha: np.ndarray | None = None
+    ) -> None:
         self._take(index, labels)
         image = draw_overlay(frame, labels, self.alpha)
         if any(self._pad):
@@ -348,10 +378,12 @@ class MatteVideoWriter(_VideoWriter):
             path, self.info, "prores_ks", "yuva444p10le", "mov", options={"profile": "4444"}
         )
 
-    def write(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+    def write(
+        self, index: int, frame: np.ndarray, labels: np.ndarray, alpha: np.ndarray | None = None
+    ) -> None:
         self._take(index, labels)
         for object_id, video in zip(self.object_ids, self._videos, strict=True):
-            matte = _matte(labels, object_id)
+            matte = _matte(labels, object_id, alpha, self.object_ids)
             if self.codec == "ffv1":
                 video.add(matte, "gray", index)
             else:
@@ -406,16 +438,22 @@ class Y4MWriter(Writer):
 
     Each frame is 255 inside `object_id` or, when it is None, inside any object: a pipe carries
     a single video, so several objects are merged into their union (use the ``matte`` format for a
-    video per object). The header's frame rate is info.fps; Y4M cannot carry variable frame
-    timing. target: a binary stream (e.g. sys.stdout.buffer; flushed, not closed) or a file path
-    (written under a temporary name and moved into place by close()).
+    video per object); with soft mattes, that object's (or the union's) soft matte. The header's
+    frame rate is info.fps; Y4M cannot carry variable frame timing. target: a binary stream
+    (e.g. sys.stdout.buffer; flushed, not closed) or a file path (written under a temporary name
+    and moved into place by close()). object_ids: the clip's objects (the soft mattes' order).
     """
 
     def __init__(
-        self, target: BinaryIO | Path | str, info: VideoInfo, object_id: int | None = None
+        self,
+        target: BinaryIO | Path | str,
+        info: VideoInfo,
+        object_id: int | None = None,
+        object_ids: Iterable[int] = (),
     ) -> None:
         self.info = info
         self.object_id = object_id
+        self.object_ids = list(object_ids)
         self._next = 0
         if isinstance(target, (str, Path)):
             self.path: Path | None = Path(target)
@@ -430,11 +468,14 @@ class Y4MWriter(Writer):
         header = f"YUV4MPEG2 W{info.width} H{info.height} F{rate.numerator}:{rate.denominator}"
         self._emit(f"{header} Ip A1:1 Cmono\n".encode("ascii"))
 
-    def write(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+    def write(
+        self, index: int, frame: np.ndarray, labels: np.ndarray, alpha: np.ndarray | None = None
+    ) -> None:
         self._check_labels(labels)
         if index != self._next:
             raise ValueError(f"a Y4M stream needs every frame in order: expected {self._next}")
-        self._emit(b"FRAME\n" + _matte(labels, self.object_id).tobytes())
+        matte = _matte(labels, self.object_id, alpha, self.object_ids)
+        self._emit(b"FRAME\n" + np.ascontiguousarray(matte).tobytes())
         self._next += 1
 
     def close(self) -> None:
@@ -491,7 +532,9 @@ class SummaryWriter(Writer):
     def record_timings(self, seconds: dict[str, float]) -> None:
         self.timings = dict(seconds)
 
-    def write(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+    def write(
+        self, index: int, frame: np.ndarray, labels: np.ndarray, alpha: np.ndarray | None = None
+    ) -> None:
         self._check_labels(labels)
         counts = np.bincount(labels.ravel(), minlength=256)
         self._areas[index] = [int(counts[i]) for i in self.object_ids]
@@ -571,7 +614,7 @@ def make_writers(
         if formats != ["y4m"]:
             others = ", ".join(name for name in formats if name != "y4m")
             raise UserError(f"-: only the y4m format can be streamed to stdout, not {others}")
-        return [Y4MWriter(sys.stdout.buffer, info, y4m_object)]
+        return [Y4MWriter(sys.stdout.buffer, info, y4m_object, object_ids)]
 
     out = Path(output)
     if out.exists() and not out.is_dir():
@@ -592,7 +635,7 @@ def make_writers(
             elif name == "prores":
                 writers.append(MatteVideoWriter(out / "matte", info, object_ids, "prores"))
             elif name == "y4m":
-                writers.append(Y4MWriter(out / f"{sequence}.y4m", info, y4m_object))
+                writers.append(Y4MWriter(out / f"{sequence}.y4m", info, y4m_object, object_ids))
             elif name == "summary":
                 writers.append(SummaryWriter(out / "summary.json", info, object_ids))
     except BaseException:
