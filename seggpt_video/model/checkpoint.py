@@ -183,14 +183,17 @@ def weights_file_kind(path: Path, expected: str = "model weights") -> str:
     try:
         with path.open("rb") as handle:
             head = handle.read(4096)
+        size = path.stat().st_size
     except OSError as error:
         raise UserError(f"{path}: cannot read it ({error.strerror})") from None
     if not head:
         raise UserError(f"{path}: empty file, not {expected}")
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:
+        # 8-byte header length, then the JSON header. Checked first: the length's low byte can
+        # be 0x80, the legacy pickle's first byte (a 9,344-byte header is 80 24 00 ...).
+        return "safetensors"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
         return "torch"  # torch.save's zip archive, or its legacy pickle
-    if len(head) > 8 and head[8:9] == b"{":
-        return "safetensors"  # 8-byte header length, then the JSON header
     for signature, what in _SIGNATURES.items():
         if head.startswith(signature):
             raise UserError(f"{path}: {what}, not {expected}")
