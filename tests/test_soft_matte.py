@@ -26,6 +26,7 @@ from seggpt_video.errors import UserError
 from seggpt_video.io.masks import write_palette_png
 from seggpt_video.io.state import STATE_FOLDER, RunState
 from seggpt_video.objects import MATTE_LEVELS, hard_alpha, soft_alpha
+from seggpt_video.refine import DEFAULT_SETTINGS
 
 FRAMES, HEIGHT, WIDTH = 8, 96, 128
 OBJECTS = (1, 2)
@@ -97,12 +98,14 @@ def test_soft_mattes_are_soft_along_outlines_and_half_is_the_hard_mask(soft_run)
         assert set(np.unique(matte[0])) <= {0, 255}  # the annotated frame is hard
         soft = (matte > 0) & (matte < 255)
         assert soft[1:].sum() > 0, f"object {object_id}: no intermediate value"
-        # the intermediate values lie along the object's outline (within 3 pixels of it)
+        # the intermediate values lie along the object's outline, within the guided filter's
+        # window (its radius in frame pixels: the width over which it can move an edge)
+        band, _ = DEFAULT_SETTINGS.in_pixels(HEIGHT, WIDTH, 64)
         edge = np.zeros_like(inside)
         edge[:, 1:] |= inside[:, 1:] != inside[:, :-1]
         edge[:, :, 1:] |= inside[:, :, 1:] != inside[:, :, :-1]
         near = edge.copy()
-        for _ in range(3):
+        for _ in range(band):
             near[:, 1:] |= near[:, :-1].copy()
             near[:, :-1] |= near[:, 1:].copy()
             near[:, :, 1:] |= near[:, :, :-1].copy()
