@@ -1,4 +1,6 @@
-"""Every test starts on a machine without seggpt-vit-large weights.
+"""Fixtures for every test: no seggpt-vit-large weights on the machine, and Ctrl-C mid-run.
+
+Every test starts on a machine without seggpt-vit-large weights.
 
 The default model is seggpt-vit-large when its weights are in the Hugging Face cache or in
 $SEGGPT_VIDEO_WEIGHTS: a developer's own cache or weights folder would change what the tests
@@ -9,10 +11,12 @@ fixture of any scope runs. A test that fills a cache points both at a folder of 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import huggingface_hub.constants
 import pytest
+
+from seggpt_video.io.state import RunState
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,3 +27,21 @@ def no_local_published_weights(tmp_path_factory: pytest.TempPathFactory) -> Iter
         patch.setenv("HF_HUB_CACHE", cache)
         patch.delenv("SEGGPT_VIDEO_WEIGHTS", raising=False)
         yield cache
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``interrupt_at(cut)``: runs from then on stop as Ctrl-C does (KeyboardInterrupt) when they
+    are about to keep frame ``cut``, frames before it kept; ``monkeypatch.undo()`` ends it."""
+
+    def arm(cut: int) -> None:
+        original = RunState.record
+
+        def interrupted(self, index, *kept, **alpha):
+            if index == cut:
+                raise KeyboardInterrupt
+            original(self, index, *kept, **alpha)
+
+        monkeypatch.setattr(RunState, "record", interrupted)
+
+    return arm

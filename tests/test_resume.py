@@ -95,23 +95,16 @@ def uninterrupted(media, tmp_path_factory) -> dict[str, dict[str, bytes]]:
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("cut", [3, 7, 10])
 def test_ctrl_c_then_rerun_equals_an_uninterrupted_run(
-    media, uninterrupted, tmp_path, monkeypatch, case, cut
+    media, uninterrupted, tmp_path, monkeypatch, interrupt_at, case, cut
 ):
     """Cut after frame `cut` is written, in the middle of a batch for the batched cases."""
     out = tmp_path / "out"
-    original = RunState.record
-
-    def interrupted(self, index, *kept, **alpha):
-        if index == cut:
-            raise KeyboardInterrupt
-        original(self, index, *kept, **alpha)
-
-    monkeypatch.setattr(RunState, "record", interrupted)
+    interrupt_at(cut)
     result = runner.invoke(app, run_args(media, out, CASES[case]))
     assert result.exit_code == 130, result.output
     kept = len(list((out / STATE_FOLDER / "clip" / "labels").glob("*.png")))
     assert kept == cut
-    monkeypatch.setattr(RunState, "record", original)
+    monkeypatch.undo()
     result = runner.invoke(app, run_args(media, out, CASES[case]))
     assert result.exit_code == 0, result.output
     assert "read back from an earlier run" in result.output

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from seggpt_video.cli.app import app
 from seggpt_video.errors import UserError
 from seggpt_video.io.masks import write_palette_png
-from seggpt_video.io.state import STATE_FOLDER, RunState
+from seggpt_video.io.state import STATE_FOLDER
 from seggpt_video.objects import MATTE_LEVELS, hard_alpha, soft_alpha
 from seggpt_video.refine import DEFAULT_SETTINGS
 
@@ -157,18 +157,11 @@ def outputs(out: Path) -> dict[str, object]:
 
 @pytest.mark.parametrize("cut", [3, 6])
 def test_a_resumed_soft_run_writes_the_mattes_of_an_uninterrupted_one(
-    media, soft_run, tmp_path, monkeypatch, cut
+    media, soft_run, tmp_path, monkeypatch, interrupt_at, cut
 ):
     out = tmp_path / "out"
     args = run_args(media, out, "--soft", "-f", "prores", "-f", "y4m")
-    original = RunState.record
-
-    def interrupted(self, index, *kept, **alpha):
-        if index == cut:
-            raise KeyboardInterrupt
-        original(self, index, *kept, **alpha)
-
-    monkeypatch.setattr(RunState, "record", interrupted)
+    interrupt_at(cut)
     assert runner.invoke(app, args).exit_code == 130
     assert len(list((out / STATE_FOLDER / "clip" / "alpha").glob("*.png"))) == cut
     monkeypatch.undo()
