@@ -99,7 +99,7 @@ def batch(
         int | None,
         typer.Option(min=1, help="Ray: actors to start (default: one per GPU, else one per node)."),
     ] = None,
-    memory: Memory = 8,
+    memory: Memory = None,
     batch_size: BatchSize = 1,
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,

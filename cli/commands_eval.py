@@ -34,6 +34,7 @@ from seggpt_video.cli.options import (
     Refine,
     RefineOption,
     build_segmenter,
+    resolve_memory,
 )
 from seggpt_video.distributed import Rank
 from seggpt_video.errors import UserError
@@ -92,7 +93,7 @@ def eval_command(
         typer.Option(help="K/N: do the K-th of N shares (split again over torchrun ranks)."),
     ] = None,
     threads: Annotated[int, typer.Option(min=1, help="Threads decoding mask PNGs.")] = 4,
-    memory: Memory = 8,
+    memory: Memory = None,
     batch_size: BatchSize = 1,
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,
@@ -124,7 +125,7 @@ def eval_command(
         if predictions is None:
             predictions = output / "Annotations" if benchmark.kind == "youtube-vos" else output
             options = {
-                "memory": memory,
+                "memory": resolve_memory(memory, model, checkpoint),
                 "batch_size": batch_size,
                 "ensemble": Ensemble(ensemble).value,
                 "per_object": per_object,

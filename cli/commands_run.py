@@ -70,7 +70,7 @@ def run(
         int | None,
         typer.Option(help="With -o -: the object whose matte is streamed (default: all merged)."),
     ] = None,
-    memory: Memory = 8,
+    memory: Memory = None,
     batch_size: BatchSize = 1,
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,

@@ -265,6 +265,14 @@ class SegGPTPredictor:
         return painted[0].permute(1, 2, 0).cpu().numpy()
 
 
+def model_name(model: str | None = None, checkpoint: Path | str | None = None) -> str:
+    """The name of the model :func:`load_predictor` loads for these arguments, without loading
+    it: the checkpoint's path, the model named, or the default model (see default_model)."""
+    if checkpoint is not None:
+        return str(checkpoint)
+    return model or default_model()
+
+
 def load_predictor(
     model: str | None = None,
     checkpoint: Path | str | None = None,
@@ -285,13 +293,10 @@ def load_predictor(
     if torch_device.type == "cpu":
         cpu_path = runtime.choose_cpu_path(runtime.detect_cpu_features())
         runtime.tune_cpu_runtime(cpu_path.threads)
-    if checkpoint is not None:
-        name, network = str(checkpoint), load_model(checkpoint)
-    else:
-        name = model or default_model()
-        network = load_model(name)
-        if model is None and name == PACKAGED_MODEL:
-            print(FALLBACK_NOTE, file=sys.stderr, flush=True)
+    name = model_name(model, checkpoint)
+    network = load_model(checkpoint if checkpoint is not None else name)
+    if checkpoint is None and model is None and name == PACKAGED_MODEL:
+        print(FALLBACK_NOTE, file=sys.stderr, flush=True)
     pack = cpu_path is None or cpu_path.packed_linears
     predictor = SegGPTPredictor(
         network, torch_device, torch_dtype, seg_type=seg_type, name=name, pack=pack

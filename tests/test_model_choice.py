@@ -20,6 +20,7 @@ from test_model import random_model
 from typer.testing import CliRunner
 
 from seggpt_video.cli.app import app
+from seggpt_video.engine import DEFAULT_MEMORY, MEMORY_BY_MODEL, default_memory
 from seggpt_video.errors import UserError
 from seggpt_video.io.masks import write_palette_png
 from seggpt_video.model import PRESETS, SegGPT, save_checkpoint
@@ -168,4 +169,32 @@ def test_run_without_a_model_segments_with_the_cached_published_weights(
     assert result.exit_code == 0, result.output
     settings = [json.loads(p.read_text()) for p in out.rglob("run.json")]
     assert [s["model"] for s in settings] == ["seggpt-vit-large"]
+    assert [s["memory"] for s in settings] == [DEFAULT_MEMORY]  # the paper's 8
     assert FALLBACK_NOTE not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "model", "memory"),
+    [
+        ([], "seggpt-tiny", 2),  # the packaged model's own default
+        (["--memory", "5"], "seggpt-tiny", 5),  # as given
+        (["--memory", "0"], "seggpt-tiny", 0),
+        (["--model", "seggpt-vit-large"], "seggpt-vit-large", DEFAULT_MEMORY),
+    ],
+)
+def test_the_memory_default_follows_the_model(
+    tmp_path: Path, hub_cache: Path, options: list[str], model: str, memory: int
+):
+    """run.json records the memory used: the model's default when --memory is not given."""
+    frames, labels = moving_shapes(4, 48, 64, num_objects=1, seed=3)
+    video = make_video(tmp_path / "clip.mp4", frames, fps=25)
+    write_palette_png(tmp_path / "first.png", labels[0])
+    if model == "seggpt-vit-large":
+        fill_hub_cache(hub_cache)
+    out = tmp_path / "out"
+    args = ["run", str(video), "--mask", str(tmp_path / "first.png"), "-o", str(out), *options]
+    result = CliRunner().invoke(app, [*args, "--format", "davis", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    settings = json.loads(next(out.rglob("run.json")).read_text())
+    assert (settings["model"], settings["memory"]) == (model, memory)
+    assert MEMORY_BY_MODEL == {"seggpt-tiny": 2} and default_memory("elsewhere.pth") == 8
