@@ -240,7 +240,7 @@ def demo(
     from rich.progress import Progress
 
     from seggpt_video.clip import prepare_output
-    from seggpt_video.engine import SegmenterOptions
+    from seggpt_video.engine import SegmenterOptions, default_memory
     from seggpt_video.predictor import load_predictor
     from seggpt_video.training.demo import score_clip, segment_clip, write_synthetic_clip
     from seggpt_video.training.tuning import load_tuned_prompt
@@ -261,7 +261,7 @@ def demo(
             clip,
             predictor,
             output,
-            SegmenterOptions(extra_prompts=extra),
+            SegmenterOptions(memory=default_memory(predictor.name), extra_prompts=extra),
             on_frame=lambda _: progress.advance(task),
         )
     scores = score_clip(clip, output)
