@@ -117,25 +117,6 @@ def upsample(painted: torch.Tensor, size: tuple[int, int], mode: str = "bilinear
     return F.interpolate(painted, size=size, mode="nearest")
 
 
-def decode_passes(
-    painted: list[torch.Tensor],
-    palettes: list[ObjectPalette],
-    present: list[int],
-    size: tuple[int, int],
-    mode: str = "bilinear",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Object ids of a batch from its painted passes: at frame size and at model size.
-
-    painted: one (B, 3, S, S) float RGB in [0, 255] per pass, painted with the matching palette.
-    present: objects annotated so far (others are never decoded). Returns ids (B, H, W) at the
-    frame's size (H, W) and (B, S, S) at the model's: the release binarises at model size, and
-    those ids become the next prompts. One pass of several objects is decoded by the nearest
-    colour; passes of one object each (white on black) by the whitest above 128.
-    """
-    full = _nearest(upsample_passes(painted, size, mode), palettes, present)
-    return full, _nearest(painted, palettes, present)
-
-
 def upsample_passes(
     painted: list[torch.Tensor], size: tuple[int, int], mode: str = "bilinear"
 ) -> list[torch.Tensor]:
@@ -335,11 +316,15 @@ def decode_batch(
 ) -> DecodedBatch:
     """A batch's ids at frame and model size, refined and with soft mattes when asked.
 
-    painted, palettes, present, size, mode: as :func:`decode_passes`. object_ids: every object
-    of the run, increasing (the mattes' channels). refine: guided-filter the soft scores with
-    ``guide``, (B, 3, H, W) uint8 RGB frames, then decide the ids by :func:`decide`; None: the
-    ids of :func:`decode_passes`, unchanged. soft: also return :func:`soft_alpha`. The ids at
-    model size are :func:`decode_passes`'s either way.
+    painted: one (B, 3, S, S) float RGB in [0, 255] per pass, painted with the matching palette.
+    present: objects annotated so far (others are never decoded). object_ids: every object of
+    the run, increasing (the mattes' channels). size: the frame's (H, W); mode: how the painting
+    is upsampled to it. The ids at model size (B, S, S) are the painting's own, decoded before
+    any resizing as the release binarises, and become the next prompts. refine: guided-filter
+    the soft scores with ``guide``, (B, 3, H, W) uint8 RGB frames, then decide the ids by
+    :func:`decide`; None: the upsampled painting decoded directly (one pass of several objects
+    by the nearest colour, passes of one object each by the whitest above 128). soft: also
+    return :func:`soft_alpha`.
     """
     model_labels = _nearest(painted, palettes, present)
     full = upsample_passes(painted, size, mode)

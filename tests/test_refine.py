@@ -20,7 +20,6 @@ from seggpt_video.model import build_model
 from seggpt_video.objects import (
     ObjectPalette,
     decode_batch,
-    decode_passes,
     object_scores,
     upsample_passes,
 )
@@ -182,7 +181,7 @@ def test_white_on_black_scores_are_the_mean_grey_and_decide_the_whitest_above_ha
     one = object_scores(full[:1], palettes[:1], [3], [3]).probabilities()
     assert torch.allclose(one[:, 1], (full[0].mean(dim=1) / 255).clamp(0, 1))
     assert torch.allclose(one[:, 0] + one[:, 1], torch.ones(1))
-    expected = decode_passes(painted, palettes, [3, 7], (64, 64))[0]
+    expected = decode_batch(painted, palettes, [3, 7], [3, 7], (64, 64)).labels
     decided = torch.tensor([0, 3, 7], dtype=torch.uint8)[shares.argmax(dim=1)]
     # the rule is the whitest above half (128 of 255 today): equal but for a grey in (127.5, 128]
     means = torch.stack([f.mean(dim=1) for f in full])
@@ -207,9 +206,9 @@ def test_with_refinement_the_labels_are_the_argmax_of_the_refined_scores(per_obj
     scores.scores = refined
     expected = torch.tensor([0, *ids], dtype=torch.uint8)[scores.probabilities().argmax(dim=1)]
     assert torch.equal(decoded.labels, expected)
-    plain = decode_passes(painted, palettes, ids, (128, 128))
-    assert torch.equal(decoded.model_labels, plain[1])  # the memory's ids are never refined
-    assert not torch.equal(decoded.labels, plain[0])  # the filter did move some pixels
+    plain = decode_batch(painted, palettes, ids, ids, (128, 128))
+    assert torch.equal(decoded.model_labels, plain.model_labels)  # memory's ids never refined
+    assert not torch.equal(decoded.labels, plain.labels)  # the filter did move some pixels
 
 
 # --- the engine ---------------------------------------------------------------------------------
