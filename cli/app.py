@@ -22,6 +22,7 @@ INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGIN
 # Each subcommand lives in its own module and registers itself on `app`.
 from seggpt_video.cli import (  # noqa: E402,F401
     commands_batch,
+    commands_compare,
     commands_download,
     commands_eval,
     commands_info,
