@@ -90,6 +90,26 @@ class SegmentedFrame:
     recalled: bool = False
     alpha: np.ndarray | None = None
 
+    @property
+    def image(self) -> np.ndarray:
+        """The frame, (H, W, 3) uint8 RGB (the Python API's name for it)."""
+        return self.frame
+
+
+def check_options(options: SegmenterOptions) -> SegmenterOptions:
+    """The options, or UserError naming the one out of range (needs no model)."""
+    if options.batch_size < 1:
+        raise UserError(f"batch size {options.batch_size}: must be at least 1")
+    if options.memory < 0:
+        raise UserError(f"memory {options.memory}: must be 0 or more")
+    if options.ensemble not in ("feature", "spatial"):
+        raise UserError(f"ensemble {options.ensemble!r}: expected feature or spatial")
+    if options.upsample not in ("bilinear", "nearest"):
+        raise UserError(f"upsample {options.upsample!r}: expected bilinear or nearest")
+    if options.refine not in REFINE_MODES:
+        raise UserError(f"refine {options.refine!r}: expected {' or '.join(REFINE_MODES)}")
+    return options
+
 
 class EarlierRun(Protocol):
     """What an interrupted run finished, read back by a resumed one (see io/state.py)."""
@@ -116,10 +136,24 @@ class Prompt:
 
 
 @dataclass
+class Example:
+    """An image from outside the video with its object ids: a prompt for every frame.
+
+    image: (h, w, 3) uint8 RGB; labels: (h, w) uint8 object ids, any size (resized to the
+    model's input as frames are).
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
 class PromptMemory:
-    """Annotated frames (kept for the whole video) and the K most recent predictions (FIFO)."""
+    """Examples and annotated frames (kept for the whole video) and the K most recent
+    predictions (FIFO)."""
 
     memory: int
+    examples: list[Prompt] = field(default_factory=list)
     annotated: list[Prompt] = field(default_factory=list)
     recent: deque = field(default_factory=deque)
 
@@ -134,8 +168,9 @@ class PromptMemory:
             self.recent.popleft()
 
     def prompts(self) -> list[Prompt]:
-        """Prompts for the next frame: annotated first, then predictions oldest to newest."""
-        return [*self.annotated, *self.recent]
+        """Prompts for the next frame: examples, annotated frames, then predictions oldest to
+        newest."""
+        return [*self.examples, *self.annotated, *self.recent]
 
 
 class Segmenter:
@@ -143,17 +178,21 @@ class Segmenter:
 
     def __init__(self, predictor: SegGPTPredictor, options: SegmenterOptions | None = None) -> None:
         self.predictor = predictor
-        self.options = options or SegmenterOptions()
-        if self.options.batch_size < 1:
-            raise UserError(f"batch size {self.options.batch_size}: must be at least 1")
-        if self.options.memory < 0:
-            raise UserError(f"memory {self.options.memory}: must be 0 or more")
-        if self.options.ensemble not in ("feature", "spatial"):
-            raise UserError(f"ensemble {self.options.ensemble!r}: expected feature or spatial")
-        if self.options.upsample not in ("bilinear", "nearest"):
-            raise UserError(f"upsample {self.options.upsample!r}: expected bilinear or nearest")
-        if self.options.refine not in REFINE_MODES:
-            raise UserError(f"refine {self.options.refine!r}: expected {' or '.join(REFINE_MODES)}")
+        self.options = check_options(options or SegmenterOptions())
+
+    @property
+    def model_name(self) -> str:
+        """The model's name, or its checkpoint's path (what run.json records)."""
+        return self.predictor.name
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.predictor.dtype).removeprefix("torch.")
+
+    @property
+    def task(self) -> str:
+        """The seg type token the model is shown: 'instance' or 'semantic'."""
+        return self.predictor.task
 
     def resume_point(
         self, first_unfinished: int, annotations: dict[int, np.ndarray], num_frames: int
@@ -162,11 +201,14 @@ class Segmenter:
         unfinished frame (a batch shares one memory state, so it is recomputed whole)."""
         if first_unfinished >= num_frames:
             return num_frames
-        previous = max((i for i in annotations if i <= first_unfinished), default=0)
-        if previous == first_unfinished:
+        before = [i for i in annotations if i <= first_unfinished]
+        if first_unfinished in before:
             return first_unfinished
+        # Batches start after the last annotated frame, or at frame 0 when none is annotated
+        # yet (examples alone are the prompts).
+        begin = max(before) + 1 if before else 0
         batch = self.options.batch_size
-        return previous + 1 + (first_unfinished - previous - 1) // batch * batch
+        return begin + (first_unfinished - begin) // batch * batch
 
     def propagate(
         self,
@@ -174,19 +216,22 @@ class Segmenter:
         annotations: dict[int, np.ndarray],
         earlier: EarlierRun | None = None,
         resume_from: int = 0,
+        examples: list[Example] | None = None,
     ) -> Iterator[SegmentedFrame]:
         """Segment every frame, in order, yielding each with its frame and object ids.
 
         frames: (H, W, 3) uint8 RGB in video order. annotations: frame index -> object ids
-        (H, W) uint8, 0 = background; the first annotated frame must be the first frame.
-        earlier, resume_from: frames before ``resume_from`` (a :meth:`resume_point`) are read
-        back from ``earlier`` instead of computed; those the memory needs rejoin it.
+        (H, W) uint8, 0 = background; without examples the first frame must be annotated.
+        examples: images from outside the video with their ids, prompts for every frame (the
+        objects they show are looked for from frame 0 on). earlier, resume_from: frames before
+        ``resume_from`` (a :meth:`resume_point`) are read back from ``earlier`` instead of
+        computed; those the memory needs rejoin it.
         """
-        if not annotations:
+        examples = examples or []
+        if not annotations and not examples:
             raise UserError("no annotated frame: give at least the first frame's mask")
-        object_ids = sorted(
-            {int(i) for labels in annotations.values() for i in np.unique(labels)} - {0}
-        )
+        masks = [*annotations.values(), *(example.labels for example in examples)]
+        object_ids = sorted({int(i) for labels in masks for i in np.unique(labels)} - {0})
         if not object_ids:
             raise UserError("the annotation masks are empty: no object to segment")
         if not self.options.per_object and len(object_ids) > MAX_OBJECTS:
@@ -194,8 +239,8 @@ class Segmenter:
                 f"{len(object_ids)} objects: at most {MAX_OBJECTS} share one pass; "
                 "use one pass per object"
             )
-        first = min(annotations)
-        if first != 0:
+        first = min(annotations, default=0)
+        if first != 0 and not examples:
             raise UserError(f"the first annotation is on frame {first}: frame 0 must be annotated")
         if resume_from > 0 and earlier is None:
             raise ValueError("resume_from needs the earlier run to read frames back from")
@@ -204,6 +249,8 @@ class Segmenter:
         else:
             palettes = [ObjectPalette(object_ids)]
         run = _Propagation(self.predictor, self.options, palettes, object_ids)
+        for example in examples:
+            run.add_example(example)
         predicted_before = [i for i in range(resume_from) if i not in annotations]
         remembered = set(predicted_before[-self.options.memory :] if self.options.memory else [])
         batch: list[tuple[int, np.ndarray]] = []
@@ -251,12 +298,24 @@ class _Propagation:
         self.passes = [_Pass(predictor, options, palette) for palette in palettes]
         self.object_ids = object_ids
         self.present: set[int] = set()
+        self.has_examples = False
+
+    def add_example(self, example: Example) -> None:
+        """An example is a prompt, from the first frame on, of every pass that looks for one of
+        its objects; those objects are looked for from then on."""
+        shown = {int(i) for i in np.unique(example.labels) if i}
+        self.present.update(shown)
+        self.has_examples = True
+        image = self.predictor.prepare_images([example.image])
+        for one_pass in self.passes:
+            if shown.intersection(one_pass.palette.object_ids):
+                one_pass.remember_example(image, example.labels)
 
     def annotate(self, index: int, frame: np.ndarray, labels: np.ndarray) -> SegmentedFrame:
         """An annotated frame: the annotation wins for its objects, others keep their prediction."""
         self.present.update(int(i) for i in np.unique(labels) if i)
         query = self.predictor.prepare_images([frame])
-        if index == 0:
+        if index == 0 and not self.has_examples:
             merged = labels
         else:
             predicted = self._decode(query, [frame]).labels[0].cpu().numpy()
@@ -346,6 +405,11 @@ class _Pass:
         self.options = options
         self.palette = palette
         self.memory = PromptMemory(options.memory)
+
+    def remember_example(self, image: torch.Tensor, labels: np.ndarray) -> None:
+        """An example, (1, 3, S, S) model input with ids (h, w), is a prompt for every frame."""
+        masks = self.predictor.prepare_masks(self.palette.paint(labels))
+        self.memory.examples.append(Prompt(-1, PromptTensors(image, masks)))
 
     def remember_annotated(self, index: int, query: torch.Tensor, labels: np.ndarray) -> None:
         """An annotated frame, (1, 3, S, S) model input with ids (H, W), is a prompt for good."""

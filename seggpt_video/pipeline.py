@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from seggpt_video.engine import SegmentedFrame, Segmenter
+from seggpt_video.engine import Example, SegmentedFrame, Segmenter
 from seggpt_video.io.state import RunState
 from seggpt_video.io.video import VideoSource
 from seggpt_video.io.writers import Writer
@@ -79,11 +79,13 @@ def segment_video(
     state: RunState | None = None,
     on_frame: Callable[[SegmentedFrame], None] | None = None,
     queue_size: int = 8,
+    examples: list[Example] | None = None,
 ) -> RunReport:
     """Segment ``video`` from ``annotations`` (frame -> (H, W) uint8 ids) into ``writers``.
 
     state: what an earlier run into the same place finished (resumed from) and where this run
-    keeps its own progress; None: compute every frame and keep nothing. on_frame is called with
+    keeps its own progress; None: compute every frame and keep nothing. examples: prompts from
+    outside the video, for every frame (see Segmenter.propagate). on_frame is called with
     every frame as it is handed to the writers. Writers are closed when all frames are written
     and aborted on any error (Ctrl-C included), so no output is left half-written.
     """
@@ -140,7 +142,10 @@ def segment_video(
     reader.start()
     writer_thread.start()
     try:
-        for result in segmenter.propagate(frames(), annotations, state, resume_from=start):
+        propagation = segmenter.propagate(
+            frames(), annotations, state, resume_from=start, examples=examples
+        )
+        for result in propagation:
             clock = time.perf_counter()
             if not _put(write_q, result, writer_dead):
                 writer_thread.check()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from seggpt_video import runtime
+from seggpt_video.errors import UserError
 from seggpt_video.model import SegGPT, load_model
 from seggpt_video.model.checkpoint import PACKAGED_MODEL, PUBLISHED_MODEL, default_model
 from seggpt_video.model.packed import pack_linears, packing_available
@@ -105,6 +106,9 @@ class SegGPTPredictor:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(self.device, dtype).eval()
+        if seg_type not in SEG_TYPES:
+            raise UserError(f"task {seg_type!r}: expected {' or '.join(SEG_TYPES)}")
+        self.task = seg_type
         self.seg_type = SEG_TYPES[seg_type]
         self.name = name or model.config.name
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255

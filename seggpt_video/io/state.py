@@ -133,6 +133,14 @@ class RunState:
         """Forget every kept frame (a run that starts afresh)."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def forget_from(self, start: int) -> None:
+        """Forget the kept frames from ``start`` on (a correction there): the frame-size ids
+        first, so a frame interrupted halfway counts as unfinished."""
+        for index in range(max(start, 0), self.info.num_frames):
+            self._labels.frame_path(index).unlink(missing_ok=True)
+            self._memory.frame_path(index).unlink(missing_ok=True)
+            self._alpha_path(index).unlink(missing_ok=True)
+
     def _alpha_path(self, index: int) -> Path:
         return self._alpha / f"{self.info.frame_names[index]}.png"
 

@@ -503,12 +503,113 @@ class FrameFolder(VideoSource):
 
     def get_frame(self, index: int) -> np.ndarray:
         _check_index(index, self.info.num_frames)
-        file = self._files[index]
+        return read_image(self._files[index], what="frame")
+
+
+def read_image(file: Path | str, what: str = "image") -> np.ndarray:
+    """An image file, upright (EXIF orientation applied), as (H, W, 3) uint8 RGB."""
+    file = Path(file)
+    try:
+        with Image.open(file) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except FileNotFoundError:
+        raise UserError(f"{file}: no such {what} file") from None
+    except IsADirectoryError:
+        raise UserError(f"{file}: a folder, not an {what} file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise UserError(f"{file}: cannot decode the {what} ({error})") from None
+
+
+def check_rgb(frame: object, what: str) -> np.ndarray:
+    """An (H, W, 3) uint8 array, or UserError naming ``what`` and what it is instead."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3:
+        described = (
+            f"{frame.dtype} {frame.shape}"
+            if isinstance(frame, np.ndarray)
+            else type(frame).__name__
+        )
+        raise UserError(f"{what}: expected an (H, W, 3) uint8 RGB array, got {described}")
+    if frame.shape[2] != 3:
+        raise UserError(f"{what}: expected 3 colour channels (RGB), got {frame.shape[2]}")
+    return frame
+
+
+class FrameArrays(VideoSource):
+    """Frames handed over as arrays: a list (or (N, H, W, 3) array) of equal-size RGB frames.
+
+    The Python API's video when it is not a file; named ``name`` in outputs, at ``fps``.
+    """
+
+    def __init__(self, frames, name: str = "frames", fps: float = DEFAULT_FOLDER_FPS) -> None:
+        if len(frames) == 0:
+            raise UserError("the video has no frames")
+        first = check_rgb(frames[0], "frame 0")
+        for index, frame in enumerate(frames):
+            if check_rgb(frame, f"frame {index}").shape != first.shape:
+                raise UserError(
+                    f"frame {index}: {frame.shape[1]}x{frame.shape[0]} but frame 0 is "
+                    f"{first.shape[1]}x{first.shape[0]}; all frames of a video must have one size"
+                )
+        self._frames = frames
+        self.info = VideoInfo(
+            path=Path(name),
+            num_frames=len(frames),
+            fps=float(fps),
+            width=first.shape[1],
+            height=first.shape[0],
+            rotation=0,
+            timestamps=None,
+            backend="arrays",
+            frame_names=_video_frame_names(len(frames)),
+        )
+
+    def iter_frames(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        for index in range(start, self.info.num_frames):
+            yield index, np.ascontiguousarray(self._frames[index])
+
+    def get_frame(self, index: int) -> np.ndarray:
+        _check_index(index, self.info.num_frames)
+        return np.ascontiguousarray(self._frames[index])
+
+
+class FrameStream(VideoSource):
+    """Frames from any iterator (a generator, a camera), read once, never all held.
+
+    Its length is unknown until the end: ``info.num_frames`` is -1. Each frame is checked to be
+    (H, W, 3) uint8 of the first frame's size as it arrives.
+    """
+
+    def __init__(self, frames, name: str = "frames", fps: float = DEFAULT_FOLDER_FPS) -> None:
+        self._frames = iter(frames)
         try:
-            with Image.open(file) as image:
-                return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-        except (UnidentifiedImageError, OSError) as error:
-            raise UserError(f"{file}: cannot decode the frame ({error})") from None
+            self._first = check_rgb(next(self._frames), "frame 0")
+        except StopIteration:
+            raise UserError("the video has no frames") from None
+        self._used = False
+        self.info = VideoInfo(
+            path=Path(name),
+            num_frames=-1,
+            fps=float(fps),
+            width=self._first.shape[1],
+            height=self._first.shape[0],
+            rotation=0,
+            timestamps=None,
+            backend="stream",
+            frame_names=(),
+        )
+
+    def iter_frames(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        if self._used or start != 0:
+            raise UserError("a stream of frames can be read once, from its start")
+        self._used = True
+        yield 0, self._first
+        for index, frame in enumerate(self._frames, start=1):
+            if check_rgb(frame, f"frame {index}").shape != self._first.shape:
+                raise UserError(
+                    f"frame {index}: {frame.shape[1]}x{frame.shape[0]} but frame 0 is "
+                    f"{self._first.shape[1]}x{self._first.shape[0]}"
+                )
+            yield index, frame
 
 
 def _decord_reason(error: Exception) -> str:
