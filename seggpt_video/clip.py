@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Union
+from typing import Protocol
 
 import numpy as np
 
@@ -39,9 +39,9 @@ from seggpt_video.io.writers import make_writers
 from seggpt_video.pipeline import RunReport, segment_video
 from seggpt_video.refine import refine_record
 
-MaskInput = Union[str, Path, np.ndarray]
+MaskInput = str | Path | np.ndarray
 """A mask as the API takes it: a file (palette, 0/255 or RGB PNG) or (H, W) uint8 object ids."""
-ImageInput = Union[str, Path, np.ndarray]
+ImageInput = str | Path | np.ndarray
 """An image as the API takes it: a file or (H, W, 3) uint8 RGB."""
 
 SETTINGS_FILE = "run.json"
