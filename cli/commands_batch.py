@@ -7,26 +7,13 @@ import time
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from seggpt_video.batch import (
-    ClipJob,
-    ClipOptions,
-    ClipRecord,
-    ClipRunner,
-    plan_batch,
-    read_manifest,
-    run_local,
-    run_ranks,
-    run_ray,
-    worker_name,
-    write_status,
-)
 from seggpt_video.cli.app import INTERRUPTED, app
 from seggpt_video.cli.commands_run import DEFAULT_FORMATS
 from seggpt_video.cli.options import (
@@ -50,9 +37,11 @@ from seggpt_video.cli.options import (
     Soft,
     build_segmenter,
 )
-from seggpt_video.clip import prepare_output
-from seggpt_video.distributed import Rank
 from seggpt_video.errors import UserError
+
+if TYPE_CHECKING:
+    from seggpt_video.batch import ClipJob, ClipRecord
+    from seggpt_video.distributed import Rank
 
 console = Console(stderr=True)
 FAILED = 1  # some clip failed (the others are done); 2 stays "the command itself was wrong"
@@ -72,19 +61,26 @@ def batch(
     manifest: Annotated[
         Path,
         typer.Argument(
+            metavar="MANIFEST",
             help="CSV with a header row: video,mask[,name] (mask: FILE, and FRAME:FILE entries "
-            "separated by ';'; paths relative to the CSV), or a folder of videos (see --masks)."
+            "separated by ';'; paths relative to the CSV), or a folder of videos (see --masks).",
         ),
     ],
     output: Annotated[
         Path,
         typer.Option(
-            "--output", "-o", help="Output folder: OUT/<name>/ per clip, OUT/batch.jsonl."
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Output folder: OUT/<name>/ per clip, OUT/batch.jsonl.",
         ),
     ],
     masks: Annotated[
         Path | None,
-        typer.Option(help="With a folder of videos: the folder holding <video stem>.png masks."),
+        typer.Option(
+            metavar="DIR",
+            help="With a folder of videos: the folder holding <video stem>.png masks.",
+        ),
     ] = None,
     formats: Formats = None,
     engine: Annotated[
@@ -93,11 +89,18 @@ def batch(
     ] = Engine.local,
     address: Annotated[
         str | None,
-        typer.Option(help="Ray: the cluster to join ('auto', or host:port); default a local one."),
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Ray: the cluster to join ('auto', or host:port); default a local one.",
+        ),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Ray: actors to start (default: one per GPU, else one per node)."),
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Ray: actors to start (default: one per GPU, else one per node).",
+        ),
     ] = None,
     memory: Memory = None,
     batch_size: BatchSize = 1,
@@ -118,6 +121,20 @@ def batch(
 
     Exit code 1 when a clip failed (its error is in OUT/batch.jsonl; the others went on).
     """
+    from seggpt_video.batch import (
+        ClipOptions,
+        ClipRunner,
+        plan_batch,
+        read_manifest,
+        run_local,
+        run_ranks,
+        run_ray,
+        worker_name,
+        write_status,
+    )
+    from seggpt_video.clip import prepare_output
+    from seggpt_video.distributed import Rank
+
     rank = Rank.from_environment()
     if engine is Engine.ray and rank.size > 1:
         raise UserError("--engine ray: not under torchrun (Ray starts its own workers)")
@@ -214,6 +231,8 @@ def _rank_device(rank: Rank, device: str) -> str:
 def _keep(records: dict[str, ClipRecord], jobs: list[ClipJob], output: Path, progress):
     """After each clip: show it, and rewrite OUT/batch.jsonl now and then (and at the end)."""
     written = time.monotonic()
+
+    from seggpt_video.batch import write_status
 
     def keep(record: ClipRecord) -> None:
         nonlocal written

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -36,20 +36,13 @@ from seggpt_video.cli.options import (
     build_segmenter,
     resolve_memory,
 )
-from seggpt_video.distributed import Rank
 from seggpt_video.errors import UserError
-from seggpt_video.evaluation.datasets import Benchmark, open_benchmark
-from seggpt_video.evaluation.scoring import (
-    GLOBAL_COLUMNS,
-    Results,
-    collect_cached,
-    format_number,
-    score_predictions,
-    summarize,
-    write_results_csv,
-)
-from seggpt_video.evaluation.sharding import Shard
-from seggpt_video.evaluation.youtube_vos import missing_masks, write_submission
+
+if TYPE_CHECKING:
+    from seggpt_video.distributed import Rank
+    from seggpt_video.evaluation.datasets import Benchmark
+    from seggpt_video.evaluation.scoring import Results
+    from seggpt_video.evaluation.sharding import Shard
 
 console = Console()
 
@@ -57,13 +50,17 @@ console = Console()
 @app.command("eval")
 def eval_command(
     dataset: Annotated[
-        Path, typer.Argument(help="DAVIS or YouTube-VOS folder (JPEGImages, Annotations, ...).")
+        Path,
+        typer.Argument(
+            metavar="DATASET", help="DAVIS or YouTube-VOS folder (JPEGImages, Annotations, ...)."
+        ),
     ],
     predictions: Annotated[
         Path | None,
         typer.Option(
             "--predictions",
             "-p",
+            metavar="DIR",
             help="Score these masks (<folder>/<sequence>/<frame>.png, palette or 0/255) "
             "instead of running the model.",
         ),
@@ -73,6 +70,7 @@ def eval_command(
         typer.Option(
             "--output",
             "-o",
+            metavar="DIR",
             help="Results folder (masks when running the model, CSVs, score cache). "
             "Default: the --predictions folder, as the official evaluation does.",
         ),
@@ -80,19 +78,30 @@ def eval_command(
     benchmark_kind: Annotated[
         str,
         typer.Option(
-            "--benchmark", help="davis2017, davis2016, youtube-vos or auto (from the files)."
+            "--benchmark",
+            metavar="NAME",
+            help="davis2017, davis2016, youtube-vos or auto (from the files).",
         ),
     ] = "auto",
-    split: Annotated[str, typer.Option(help="DAVIS split: ImageSets/<year>/<split>.txt.")] = "val",
-    resolution: Annotated[str, typer.Option(help="DAVIS image folder: 480p, 240p, ...")] = "480p",
+    split: Annotated[
+        str, typer.Option(metavar="NAME", help="DAVIS split: ImageSets/<year>/<split>.txt.")
+    ] = "val",
+    resolution: Annotated[
+        str, typer.Option(metavar="NAME", help="DAVIS image folder: 480p, 240p, ...")
+    ] = "480p",
     sequences: Annotated[
-        str | None, typer.Option(help="Only these sequences, comma-separated.")
+        str | None,
+        typer.Option(metavar="NAME,...", help="Only these sequences, comma-separated."),
     ] = None,
     shard: Annotated[
         str | None,
-        typer.Option(help="K/N: do the K-th of N shares (split again over torchrun ranks)."),
+        typer.Option(
+            metavar="K/N", help="K/N: do the K-th of N shares (split again over torchrun ranks)."
+        ),
     ] = None,
-    threads: Annotated[int, typer.Option(min=1, help="Threads decoding mask PNGs.")] = 4,
+    threads: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Threads decoding mask PNGs.")
+    ] = 4,
     memory: Memory = None,
     batch_size: BatchSize = 1,
     ensemble: EnsembleOption = Ensemble.feature,
@@ -109,6 +118,10 @@ def eval_command(
     Writes global_results-<split>.csv and per-sequence_results-<split>.csv. YouTube-VOS has no
     public ground truth: the masks are zipped as the challenge server wants them instead.
     """
+    from seggpt_video.distributed import Rank
+    from seggpt_video.evaluation.datasets import open_benchmark
+    from seggpt_video.evaluation.sharding import Shard
+
     chosen = _names(sequences)
     benchmark = open_benchmark(dataset, benchmark_kind, split, resolution, chosen)
     if predictions is not None and (model is not None or checkpoint is not None):
@@ -200,6 +213,8 @@ def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) 
 
 
 def _score(mine, predictions: Path, output: Path, threads: int) -> None:
+    from seggpt_video.evaluation.scoring import score_predictions
+
     with _progress() as progress:
         task = progress.add_task("scoring", total=len(mine))
 
@@ -214,6 +229,9 @@ def _finish(
     benchmark: Benchmark, predictions: Path, output: Path, share: Shard, partial: bool
 ) -> None:
     """Merge every shard's cached scores into the CSVs, or zip a YouTube-VOS submission."""
+    from seggpt_video.evaluation.scoring import collect_cached, summarize, write_results_csv
+    from seggpt_video.evaluation.youtube_vos import missing_masks, write_submission
+
     if benchmark.kind != "youtube-vos" and not benchmark.has_ground_truth:
         console.print(
             f"masks in {predictions}. No local score: this {benchmark.kind} {benchmark.split} "
@@ -247,6 +265,8 @@ def _finish(
 
 
 def _print_results(results: Results, benchmark: Benchmark, partial: bool) -> None:
+    from seggpt_video.evaluation.scoring import GLOBAL_COLUMNS, format_number
+
     per_object = Table(title=f"Per sequence results for {benchmark.split}")
     for column in ("Sequence", "J-Mean", "F-Mean"):
         per_object.add_column(column, justify="left" if column == "Sequence" else "right")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -32,10 +32,10 @@ from seggpt_video.cli.options import (
     Soft,
     build_segmenter,
 )
-from seggpt_video.clip import STDOUT, open_clip, prepare_output, run_settings, segment_clip
-from seggpt_video.engine import SegmentedFrame
 from seggpt_video.errors import UserError
-from seggpt_video.io.writers import FORMATS
+
+if TYPE_CHECKING:
+    from seggpt_video.engine import SegmentedFrame
 
 # Progress and messages go to stderr: stdout may carry the masks (``-o -``).
 console = Console(stderr=True)
@@ -45,30 +45,41 @@ DEFAULT_FORMATS = ["davis", "overlay", "summary"]
 @app.command()
 def run(
     video: Annotated[
-        Path, typer.Argument(help="Video file (mp4, mov, mkv, webm, avi) or frame folder.")
+        Path,
+        typer.Argument(
+            metavar="VIDEO", help="Video file (mp4, mov, mkv, webm, avi) or frame folder."
+        ),
     ],
     mask: Annotated[
         list[str],
         typer.Option(
             "--mask",
+            metavar="[FRAME:]FILE",
             help="First-frame mask (palette, 0/255 grayscale or RGB PNG). FRAME:FILE annotates a "
             "later frame (an object that appears later, or a correction); repeat as needed.",
         ),
     ],
     output: Annotated[
-        str, typer.Option("--output", "-o", help="Output folder, or - to stream mattes to stdout.")
+        str,
+        typer.Option(
+            "--output", "-o", metavar="DIR", help="Output folder, or - to stream mattes to stdout."
+        ),
     ] = "seggpt-out",
     formats: Formats = None,
     frames: Annotated[
         str | None,
         typer.Option(
+            metavar="START:END",
             help="START:END: segment only these frames (END excluded; e.g. 100:250 or 100:). "
-            "The first mask annotates START; FRAME:FILE counts in the video's own frames."
+            "The first mask annotates START; FRAME:FILE counts in the video's own frames.",
         ),
     ] = None,
     stream_object: Annotated[
         int | None,
-        typer.Option(help="With -o -: the object whose matte is streamed (default: all merged)."),
+        typer.Option(
+            metavar="ID",
+            help="With -o -: the object whose matte is streamed (default: all merged).",
+        ),
     ] = None,
     memory: Memory = None,
     batch_size: BatchSize = 1,
@@ -86,6 +97,8 @@ def run(
     dtype: Dtype = "auto",
 ) -> None:
     """Segment the objects of the first-frame mask through the whole video."""
+    from seggpt_video.clip import STDOUT, open_clip, run_settings, segment_clip
+
     formats = _formats(formats, output)
     with open_clip(video, mask, frames, resize_mask, backend) as clip:
         for note in clip.warnings:
@@ -146,6 +159,9 @@ def run(
 def _formats(formats: list[str] | None, output: str) -> list[str]:
     """The formats asked for, checked with the output before any work; standard output carries
     the mattes as YUV4MPEG2 only."""
+    from seggpt_video.clip import STDOUT, prepare_output
+    from seggpt_video.io.writers import FORMATS
+
     unknown = [name for name in formats or [] if name not in FORMATS]
     if unknown:
         raise UserError(f"--format {unknown[0]}: unknown (choose from {', '.join(FORMATS)})")
