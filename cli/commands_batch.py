@@ -25,6 +25,7 @@ from seggpt_video.cli.options import (
     Dtype,
     Ensemble,
     EnsembleOption,
+    ExampleOption,
     Formats,
     Memory,
     ModelName,
@@ -35,6 +36,8 @@ from seggpt_video.cli.options import (
     RefineOption,
     ResizeMask,
     Soft,
+    Task,
+    TaskOption,
     build_segmenter,
 )
 from seggpt_video.errors import UserError
@@ -108,6 +111,8 @@ def batch(
     per_object: PerObject = False,
     refine: RefineOption = REFINE_DEFAULT,
     soft: Soft = False,
+    task: TaskOption = Task.instance,
+    example: ExampleOption = None,
     prompt_file: PromptFile = None,
     resize_mask: ResizeMask = False,
     backend: Backend = "auto",
@@ -132,7 +137,7 @@ def batch(
         worker_name,
         write_status,
     )
-    from seggpt_video.clip import prepare_output
+    from seggpt_video.clip import parse_example, prepare_output, read_examples
     from seggpt_video.distributed import Rank
 
     rank = Rank.from_environment()
@@ -148,8 +153,13 @@ def batch(
         backend=backend,
         overwrite=overwrite,
         prompt_file=prompt_file.resolve() if prompt_file else None,
+        examples=tuple(
+            ":".join(str(path.resolve()) for path in parse_example(value))
+            for value in example or []
+        ),
     )
-    jobs = read_manifest(manifest, masks)
+    read_examples(list(options.examples))  # a bad example stops the batch before any work
+    jobs = read_manifest(manifest, masks, examples=bool(options.examples))
     output = output.resolve()
     finished, todo = plan_batch(jobs, output, overwrite)
     make_segmenter = partial(
@@ -165,6 +175,7 @@ def batch(
         options.prompt_file,
         refine=Refine(refine).value,
         soft=soft,
+        task=Task(task).value,
     )
     if rank.is_main:
         console.print(

@@ -27,12 +27,15 @@ from seggpt_video.cli.options import (
     Dtype,
     Ensemble,
     EnsembleOption,
+    ExampleOption,
     Memory,
     ModelName,
     PerObject,
     PromptFile,
     Refine,
     RefineOption,
+    Task,
+    TaskOption,
     build_segmenter,
     resolve_memory,
 )
@@ -107,6 +110,8 @@ def eval_command(
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,
     refine: RefineOption = REFINE_DEFAULT,
+    task: TaskOption = Task.instance,
+    example: ExampleOption = None,
     prompt_file: PromptFile = None,
     model: ModelName = None,
     checkpoint: Checkpoint = None,
@@ -144,9 +149,10 @@ def eval_command(
                 "per_object": per_object,
                 "prompt_file": prompt_file,
                 "refine": Refine(refine).value,
+                "task": Task(task).value,
             }
             loading = {"model": model, "checkpoint": checkpoint, "device": device, "dtype": dtype}
-            _predict(mine, predictions, rank, loading, options)
+            _predict(mine, predictions, rank, loading, options, example or [])
         elif not predictions.is_dir():
             raise UserError(f"{predictions}: predictions folder not found")
         if benchmark.has_ground_truth:
@@ -175,9 +181,12 @@ def _progress() -> Progress:
     )
 
 
-def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) -> None:
-    """Run the model over this process's sequences that have no complete masks yet."""
-    from seggpt_video.clip import prepare_output
+def _predict(
+    mine, predictions: Path, rank: Rank, loading: dict, options: dict, examples: list[str]
+) -> None:
+    """Run the model over this process's sequences that have no complete masks yet; examples
+    ('IMAGE:MASK') are prompts for every frame of every sequence, beside its given masks."""
+    from seggpt_video.clip import prepare_output, read_examples
     from seggpt_video.evaluation.inference import SETTINGS_FILE, is_predicted, predict_sequence
     from seggpt_video.io.state import check_settings, record_settings
     from seggpt_video.refine import DEFAULT_SETTINGS, refine_record
@@ -194,6 +203,9 @@ def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) 
         "prompt_file": str(options["prompt_file"]) if options["prompt_file"] else None,
         "refine": refine_record(options["refine"], DEFAULT_SETTINGS),
     }
+    prompts, records = read_examples(examples)
+    if records:
+        settings["examples"] = records
     prepare_output(predictions)
     check_settings(predictions / SETTINGS_FILE, settings)
     todo = [sequence for sequence in mine if not is_predicted(sequence, predictions)]
@@ -206,7 +218,11 @@ def _predict(mine, predictions: Path, rank: Rank, loading: dict, options: dict) 
         for sequence in todo:
             frames = progress.add_task(f"  {sequence.name}", total=len(sequence.frames))
             predict_sequence(
-                segmenter, sequence, predictions, on_frame=lambda _, t=frames: progress.advance(t)
+                segmenter,
+                sequence,
+                predictions,
+                on_frame=lambda _, t=frames: progress.advance(t),
+                examples=prompts,
             )
             progress.remove_task(frames)
             progress.advance(overall)

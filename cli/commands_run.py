@@ -21,6 +21,7 @@ from seggpt_video.cli.options import (
     Dtype,
     Ensemble,
     EnsembleOption,
+    ExampleOption,
     Formats,
     Memory,
     ModelName,
@@ -30,7 +31,9 @@ from seggpt_video.cli.options import (
     RefineOption,
     ResizeMask,
     Soft,
-    build_segmenter,
+    Task,
+    TaskOption,
+    choose_segmenter,
 )
 from seggpt_video.errors import UserError
 
@@ -51,14 +54,15 @@ def run(
         ),
     ],
     mask: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--mask",
             metavar="[FRAME:]FILE",
             help="First-frame mask (palette, 0/255 grayscale or RGB PNG). FRAME:FILE annotates a "
             "later frame (an object that appears later, or a correction); repeat as needed.",
         ),
-    ],
+    ] = None,
+    example: ExampleOption = None,
     output: Annotated[
         str,
         typer.Option(
@@ -87,6 +91,7 @@ def run(
     per_object: PerObject = False,
     refine: RefineOption = REFINE_DEFAULT,
     soft: Soft = False,
+    task: TaskOption = Task.instance,
     prompt_file: PromptFile = None,
     resize_mask: ResizeMask = False,
     backend: Backend = "auto",
@@ -96,47 +101,51 @@ def run(
     device: Device = "auto",
     dtype: Dtype = "auto",
 ) -> None:
-    """Segment the objects of the first-frame mask through the whole video."""
-    from seggpt_video.clip import STDOUT, open_clip, run_settings, segment_clip
+    """Segment the objects of the first-frame mask (or of examples) through the whole video."""
+    from seggpt_video.clip import STDOUT
 
     formats = _formats(formats, output)
-    with open_clip(video, mask, frames, resize_mask, backend) as clip:
+    segmenter = choose_segmenter(
+        model,
+        checkpoint,
+        device,
+        dtype,
+        memory,
+        batch_size,
+        ensemble,
+        per_object,
+        prompt_file,
+        refine=refine,
+        soft=soft,
+        task=task,
+    )
+    with segmenter.open(
+        video, mask, example, frames, resize_mask=resize_mask, backend=backend
+    ) as clip:
         for note in clip.warnings:
             console.print(f"[yellow]warning:[/] {note}", highlight=False)
         if output == STDOUT:
             _check_stream(clip.object_ids, stream_object)
-        segmenter = build_segmenter(
-            model,
-            checkpoint,
-            device,
-            dtype,
-            memory,
-            batch_size,
-            ensemble,
-            per_object,
-            prompt_file,
-            refine=refine,
-            soft=soft,
-        )
-        info, predictor = clip.source.info, segmenter.predictor
+        else:
+            segmenter.check_output(clip, output, overwrite)  # before the model loads
+        predictor = segmenter.engine.predictor
+        info = clip.source.info
         console.print(
             f"{info.name}: {info.num_frames} frames {info.width}x{info.height} "
-            f"@ {info.fps:.3g} fps ({info.backend}); {len(clip.object_ids)} object(s); "
-            f"model {predictor.name} on {predictor.device} "
-            f"{str(predictor.dtype).removeprefix('torch.')}",
+            f"@ {info.fps:.3g} fps ({info.backend}); {len(clip.object_ids)} object(s)"
+            f"{f', {len(clip.examples)} example(s)' if clip.examples else ''}; "
+            f"model {predictor.name} on {predictor.device} {segmenter.dtype_name}",
             highlight=False,
         )
         progress = _FrameProgress(info.name, info.num_frames)
         try:
             with progress:
-                report = segment_clip(
+                report = segmenter.write(
                     clip,
-                    segmenter,
                     output,
                     formats,
                     overwrite=overwrite,
                     stream_object=stream_object,
-                    settings=run_settings(clip, segmenter, prompt_file),
                     on_frame=progress.advance,
                 )
         except KeyboardInterrupt:

@@ -8,16 +8,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from seggpt_video.refine import DEFAULT_REFINE
-
 if TYPE_CHECKING:
+    from seggpt_video.api import VideoSegmenter
     from seggpt_video.engine import Segmenter
+
+# seggpt_video.refine.DEFAULT_REFINE, written out so that declaring the options imports no torch
+# (tests/test_cli_help.py checks that the two agree).
+DEFAULT_REFINE = "guided"
 
 ModelName = Annotated[
     str | None,
     typer.Option(
         "--model",
         "-m",
+        metavar="NAME",
         help="Model name: seggpt-tiny (packaged) or seggpt-vit-large (the published weights, "
         "fetched once by `seggpt-video download`). Default: seggpt-vit-large when its weights "
         "are on this machine, else seggpt-tiny.",
@@ -28,14 +32,16 @@ Checkpoint = Annotated[
     typer.Option(
         "--checkpoint",
         "-c",
+        metavar="PATH",
         help="Weights file or folder: the release's .pth, a Hugging Face folder or .safetensors.",
     ),
 ]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Device = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")]
 Dtype = Annotated[
     str,
     typer.Option(
-        help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16 (CPU: only where it is native)."
+        metavar="DTYPE",
+        help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16 (CPU: only where it is native).",
     ),
 ]
 
@@ -72,13 +78,18 @@ Memory = Annotated[
     int | None,
     typer.Option(
         callback=at_least(0),
+        metavar="N",
         help="Most recent predicted frames used as prompts. Default: 8 (the paper's best), 2 for "
         "the packaged seggpt-tiny (as accurate there, twice as fast).",
     ),
 ]
 BatchSize = Annotated[
     int,
-    typer.Option(callback=at_least(1), help="Frames per model call; they share the prompt memory."),
+    typer.Option(
+        callback=at_least(1),
+        metavar="N",
+        help="Frames per model call; they share the prompt memory.",
+    ),
 ]
 EnsembleOption = Annotated[
     Ensemble,
@@ -106,6 +117,7 @@ Formats = Annotated[
     typer.Option(
         "--format",
         "-f",
+        metavar="FORMAT",
         help="davis, youtube-vos, overlay, matte, prores, y4m, summary; repeat for several. "
         "Default: davis, overlay, summary.",
     ),
@@ -113,13 +125,15 @@ Formats = Annotated[
 ResizeMask = Annotated[
     bool, typer.Option(help="Resize masks whose size differs from the video's (nearest).")
 ]
-Backend = Annotated[str, typer.Option(help="Video decoder: auto, decord or pyav.")]
+Backend = Annotated[str, typer.Option(metavar="NAME", help="Video decoder: auto, decord or pyav.")]
 Overwrite = Annotated[
     bool, typer.Option(help="Start afresh instead of resuming (or skipping) earlier work in -o.")
 ]
 PromptFile = Annotated[
     Path | None,
-    typer.Option(help="A tuned prompt from `seggpt-video tune`, used for every frame."),
+    typer.Option(
+        metavar="FILE", help="A tuned prompt from `seggpt-video tune`, used for every frame."
+    ),
 ]
 
 
@@ -131,7 +145,31 @@ def resolve_memory(memory: int | None, model: str | None, checkpoint: Path | Non
     return memory if memory is not None else default_memory(model_name(model, checkpoint))
 
 
-def build_segmenter(
+class Task(str, Enum):
+    """The seg type token the model is shown (the release has both; instance for video)."""
+
+    instance = "instance"
+    semantic = "semantic"
+
+
+ExampleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--example",
+        metavar="IMAGE:MASK",
+        help="An image from outside the video with its mask (palette, 0/255 or RGB PNG): a "
+        "prompt for every frame; repeat for several. With an example --mask is optional.",
+    ),
+]
+TaskOption = Annotated[
+    Task,
+    typer.Option(
+        help="The seg type token: instance (the release's default for video) or semantic."
+    ),
+]
+
+
+def choose_segmenter(
     model: str | None,
     checkpoint: Path | None,
     device: str,
@@ -143,25 +181,29 @@ def build_segmenter(
     prompt_file: Path | None,
     refine: Refine | str = DEFAULT_REFINE,
     soft: bool = False,
-) -> Segmenter:
-    """The model loaded as asked and the propagation options around it (memory None: the
-    model's default, see resolve_memory)."""
-    from seggpt_video.engine import Segmenter, SegmenterOptions
-    from seggpt_video.predictor import load_predictor
+    task: Task | str = "instance",
+) -> VideoSegmenter:
+    """The segmenter these options ask for, its model not loaded yet (see seggpt_video.load;
+    memory None: the model's default)."""
+    from seggpt_video.api import load
 
-    predictor = load_predictor(model=model, checkpoint=checkpoint, device=device, dtype=dtype)
-    extra = None
-    if prompt_file is not None:
-        from seggpt_video.training.tuning import load_tuned_prompt
-
-        extra = load_tuned_prompt(prompt_file, predictor)
-    options = SegmenterOptions(
-        memory=resolve_memory(memory, model, checkpoint),
+    return load(
+        model,
+        checkpoint,
+        device,
+        dtype,
+        lazy=True,
+        memory=memory,
         batch_size=batch_size,
-        per_object=per_object,
-        extra_prompts=extra,
         ensemble=Ensemble(ensemble).value,
+        per_object=per_object,
         refine=Refine(refine).value,
         soft=soft,
+        task=Task(task).value,
+        prompt_file=prompt_file,
     )
-    return Segmenter(predictor, options)
+
+
+def build_segmenter(*args, **kwargs) -> Segmenter:
+    """The propagation engine around the loaded model (arguments as choose_segmenter)."""
+    return choose_segmenter(*args, **kwargs).engine

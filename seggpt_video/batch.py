@@ -37,7 +37,13 @@ from types import SimpleNamespace
 
 import av
 
-from seggpt_video.clip import SETTINGS_FILE, open_clip, run_settings, segment_clip
+from seggpt_video.clip import (
+    SETTINGS_FILE,
+    open_clip,
+    read_examples,
+    run_settings,
+    segment_clip,
+)
 from seggpt_video.distributed import Rank
 from seggpt_video.engine import SegmentedFrame, Segmenter
 from seggpt_video.errors import UserError
@@ -111,6 +117,8 @@ class ClipOptions:
     backend: str = "auto"
     overwrite: bool = False
     prompt_file: Path | None = None
+    examples: tuple[str, ...] = ()
+    """'IMAGE:MASK' prompts from outside the videos, for every clip (absolute paths)."""
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.formats if name not in FORMATS]
@@ -123,18 +131,24 @@ class ClipOptions:
 # -- the manifest ---------------------------------------------------------------------------
 
 
-def read_manifest(manifest: Path | str, masks: Path | str | None = None) -> list[ClipJob]:
-    """The clips of a CSV manifest (video,mask[,name]) or of a folder of videos.
+def read_manifest(
+    manifest: Path | str, masks: Path | str | None = None, examples: bool = False
+) -> list[ClipJob]:
+    """The clips of a CSV manifest (video[,mask][,name]) or of a folder of videos.
 
     A folder: every video file in it, each with the mask of the same stem in `masks`
-    (<masks>/<stem>.png). Relative paths in a CSV are relative to the CSV's folder. Files are
-    not checked here: a missing one fails its clip alone.
+    (<masks>/<stem>.png). Relative paths in a CSV are relative to the CSV's folder. examples:
+    the batch has examples, so masks are optional (no --masks, an empty or absent mask column).
+    Files are not checked here: a missing one fails its clip alone.
     """
     manifest = Path(manifest)
     if manifest.is_dir():
-        if masks is None:
-            raise UserError(f"{manifest}: a folder of videos needs --masks DIR (<stem>.png each)")
-        return _folder_jobs(manifest, Path(masks))
+        if masks is None and not examples:
+            raise UserError(
+                f"{manifest}: a folder of videos needs --masks DIR (<stem>.png each) or "
+                "--example IMAGE:MASK"
+            )
+        return _folder_jobs(manifest, Path(masks) if masks is not None else None)
     if masks is not None:
         raise UserError(f"--masks {masks}: only for a folder of videos; a CSV names its masks")
     if not manifest.is_file():
@@ -145,7 +159,8 @@ def read_manifest(manifest: Path | str, masks: Path | str | None = None) -> list
         raise UserError(f"{manifest}: cannot read this manifest ({error})") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [name.strip() for name in reader.fieldnames or []]
-    missing = [column for column in ("video", "mask") if column not in header]
+    needed = ("video",) if examples else ("video", "mask")
+    missing = [column for column in needed if column not in header]
     unknown = [column for column in header if column not in COLUMNS]
     if missing or unknown:
         problem = f"no {' or '.join(missing)} column" if missing else f"unknown column {unknown[0]}"
@@ -161,10 +176,10 @@ def read_manifest(manifest: Path | str, masks: Path | str | None = None) -> list
             raise UserError(f"{manifest}, line {line}: more cells than the header has columns")
         if not any(cells.values()):
             continue
-        if not cells.get("video") or not cells.get("mask"):
+        if not cells.get("video") or not (cells.get("mask") or examples):
             raise UserError(f"{manifest}, line {line}: needs a video and a mask")
         video = _resolve(base, cells["video"])
-        rows.append((line, video, _masks(base, cells["mask"]), cells.get("name") or None))
+        rows.append((line, video, _masks(base, cells.get("mask", "")), cells.get("name") or None))
     if not rows:
         raise UserError(f"{manifest}: no clips (a header row, then one row per clip)")
     names = _names(manifest, [(line, video, name) for line, video, _, name in rows])
@@ -174,8 +189,8 @@ def read_manifest(manifest: Path | str, masks: Path | str | None = None) -> list
     ]
 
 
-def _folder_jobs(folder: Path, masks: Path) -> list[ClipJob]:
-    if not masks.is_dir():
+def _folder_jobs(folder: Path, masks: Path | None) -> list[ClipJob]:
+    if masks is not None and not masks.is_dir():
         raise UserError(f"--masks {masks}: not a folder")
     videos = sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
@@ -184,9 +199,12 @@ def _folder_jobs(folder: Path, masks: Path) -> list[ClipJob]:
         raise UserError(f"{folder}: no {'/'.join(VIDEO_SUFFIXES)} videos in this folder")
     videos = [video.resolve() for video in videos]
     names = _names(folder, [(0, video, None) for video in videos])
-    mask_folder = masks.resolve()
+
+    def clip_masks(video: Path) -> tuple[str, ...]:
+        return (str(masks.resolve() / f"{video.stem}.png"),) if masks is not None else ()
+
     return [
-        ClipJob(name, video, (str(mask_folder / f"{video.stem}.png"),), estimate_frames(video))
+        ClipJob(name, video, clip_masks(video), estimate_frames(video))
         for video, name in zip(videos, names)
     ]
 
@@ -376,7 +394,12 @@ class ClipRunner:
         try:
             self._check_visible(job)
             with open_clip(
-                job.video, list(job.masks), None, self.options.resize_mask, self.options.backend
+                job.video,
+                list(job.masks),
+                None,
+                self.options.resize_mask,
+                self.options.backend,
+                examples=list(self.options.examples),
             ) as clip:
                 record.objects = list(clip.object_ids)
                 record.warnings = list(clip.warnings)
@@ -405,7 +428,12 @@ class ClipRunner:
         if earlier is None or earlier.status != "done":
             return None
         # run_settings reads only the clip's paths: no need to probe a finished video again
-        paths = SimpleNamespace(video=job.video, masks=list(job.masks), frames=None)
+        paths = SimpleNamespace(
+            video=job.video,
+            masks=list(job.masks),
+            frames=None,
+            example_records=read_examples(list(self.options.examples))[1],
+        )
         settings = run_settings(paths, segmenter, self.options.prompt_file)
         settings_path = self.output / job.name / SETTINGS_FILE
         if not settings_path.is_file():

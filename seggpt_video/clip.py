@@ -148,7 +148,7 @@ def open_clip(
             f"{_describe(video)}: no mask and no example given; the first frame needs a mask "
             "(--mask FILE), or give an example from outside the video (--example IMAGE:MASK)"
         )
-    read_examples, example_records = _read_examples(examples or [])
+    outside, example_records = read_examples(examples or [])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source, video_record = _open_source(video, backend)
@@ -163,17 +163,17 @@ def open_clip(
             source = FrameRange(source, start, end or source.info.num_frames)
             span = (start, start + source.info.num_frames)
         annotations, described = _read_annotations(
-            masks, source, span, resize_mask, need_first=not read_examples
+            masks, source, span, resize_mask, need_first=not outside
         )
     except BaseException:
         source.close()
         raise
-    given = [*annotations.values(), *(example.labels for example in read_examples)]
+    given = [*annotations.values(), *(example.labels for example in outside)]
     ids = sorted({int(i) for labels in given for i in np.unique(labels)} - {0})
     notes = [str(w.message) for w in caught]
     path = Path(video) if isinstance(video, (str, Path)) else source.info.path
     return Clip(
-        source, annotations, ids, path, described, span, notes, read_examples,
+        source, annotations, ids, path, described, span, notes, outside,
         example_records, video_record,
     )  # fmt: skip
 
@@ -205,7 +205,7 @@ def _open_source(video: object, backend: str) -> tuple[VideoSource, str | None]:
     )
 
 
-def _read_examples(
+def read_examples(
     examples: Sequence[str] | Sequence[tuple[ImageInput, MaskInput]],
 ) -> tuple[list[Example], list[dict]]:
     """Each example read and checked (the image, a mask of its size that shows an object), and

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from seggpt_video.engine import SegmentedFrame, Segmenter
+from seggpt_video.engine import Example, SegmentedFrame, Segmenter
 from seggpt_video.errors import UserError
 from seggpt_video.evaluation.datasets import Sequence
 from seggpt_video.io.video import FrameFolder
@@ -33,14 +33,18 @@ def predict_sequence(
     sequence: Sequence,
     predictions: Path,
     on_frame: Callable[[SegmentedFrame], None] | None = None,
+    examples: list[Example] | None = None,
 ) -> None:
     """Propagate ``sequence``'s given masks through its frames; save every frame's mask.
 
-    on_frame is called with each frame as its mask is saved (for progress).
+    on_frame is called with each frame as its mask is saved (for progress). examples: prompts
+    from outside the video for every frame (see Segmenter.propagate).
     """
     frames = FrameFolder(sequence.frames[0].parent, files=list(sequence.frames))
     writer = PalettePNGWriter(predictions / sequence.name, frames.info)
     try:
-        segment_video(frames, sequence.prompts(), segmenter, [writer], on_frame=on_frame)
+        segment_video(
+            frames, sequence.prompts(), segmenter, [writer], on_frame=on_frame, examples=examples
+        )
     except UserError as error:
         raise UserError(f"{sequence.name}: {error}") from None
