@@ -109,7 +109,15 @@ def test_an_example_made_of_frame_0_gives_the_masks_of_its_annotation(tmp_path, 
         Image.fromarray(source.get_frame(0)).save(tmp_path / "frame0.png")
     common = ["-f", "davis", "--memory", "0", *MODEL]
     run("run", video, "--mask", mask, "-o", tmp_path / "annotated", *common)
-    run("run", video, "--example", f"{tmp_path / 'frame0.png'}:{mask}", "-o", tmp_path / "ex", *common)
+    run(
+        "run",
+        video,
+        "--example",
+        f"{tmp_path / 'frame0.png'}:{mask}",
+        "-o",
+        tmp_path / "ex",
+        *common,
+    )
     annotated = written(tmp_path / "annotated" / "clip")
     from_example = written(tmp_path / "ex" / "clip")
     assert len(annotated) == len(from_example) == FRAMES
@@ -159,7 +167,10 @@ def test_bad_api_input_raises_a_one_line_user_error(tmp_path, clip, segmenter):
         (lambda: segmenter.segment(video), "no mask and no example"),
         (lambda: segmenter.segment(video, masks={FRAMES: mask}), "outside the frames"),
         (lambda: segmenter.segment(video, masks={0: np.zeros((3, 3), np.uint8)}), "the video is"),
-        (lambda: segmenter.segment(video, masks={0: np.zeros((HEIGHT, WIDTH), np.float32)}), "uint8"),
+        (
+            lambda: segmenter.segment(video, masks={0: np.zeros((HEIGHT, WIDTH), np.float32)}),
+            "uint8",
+        ),
         (lambda: segmenter.segment([np.zeros((4, 4), np.uint8)], masks={0: mask}), "frame 0"),
         (lambda: segmenter.segment(video, examples=[(tmp_path / "no.png", mask)]), "no such"),
         (lambda: seggpt_video.load(task="panoptic", lazy=True), "task"),

@@ -171,7 +171,64 @@ CASES = [
     case("run-refine-bogus", RUN + " --refine bogus", r"--refine", "bogus"),
     case("run-format-nosuch", RUN + " --format nosuch", r"nosuch", "format"),
     case("run-frames-empty-range", RUN + " --frames 5:2", r"5:2", r"end|range|empty"),
+    # run: examples from outside the video (checked before the model loads)
+    case("run-no-mask-no-example", "run {video} -o {out}/r", r"clip\.mp4", r"no mask", "example"),
+    case(
+        "run-example-no-colon",
+        "run {video} --example {png} -o {out}/r",
+        r"image\.png",
+        "IMAGE:MASK",
+    ),
+    case(
+        "run-example-image-missing",
+        "run {video} --example {out}/nosuch.jpg:{mask} -o {out}/r",
+        r"nosuch\.jpg",
+        "no such",
+    ),
+    case(
+        "run-example-mask-missing",
+        "run {video} --example {png}:{out}/nosuch.png -o {out}/r",
+        r"nosuch\.png",
+        "no such",
+    ),
+    case(
+        "run-example-mask-other-size",
+        "run {video} --example {png}:{small_mask} -o {out}/r",
+        r"small\.png",
+        r"32x24",
+        r"64x48",
+    ),
+    case(
+        "run-example-mask-empty",
+        "run {video} --example {png}:{black_mask} -o {out}/r",
+        r"black\.png",
+        "empty",
+    ),
+    case(
+        "run-example-image-is-text",
+        "run {video} --example {text}:{mask} -o {out}/r",
+        r"notes\.txt",
+        "cannot decode",
+    ),
+    case(
+        "batch-example-mask-empty",
+        "batch {empty_dir} --example {png}:{black_mask} -o {out}/r",
+        r"black\.png",
+        "empty",
+    ),
+    case(
+        "eval-example-image-missing",
+        "eval {davis} -o {out}/r --example {out}/nosuch.jpg:{mask}",
+        r"nosuch\.jpg",
+        "no such",
+    ),
     # run: where the output goes
+    case(
+        "run-output-under-a-file",
+        "run {video} --mask {mask} -o {out}/notes.txt/result",
+        r"notes\.txt",
+        r"cannot create|not a folder",
+    ),
     case(
         "run-output-is-a-file",
         "run {video} --mask {mask} --checkpoint {ckpt} -o {out}/notes.txt",

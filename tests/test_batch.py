@@ -404,3 +404,45 @@ def test_ray_actor_killed_mid_clip_loses_nothing(ray_instance, media, references
     assert not long["worker"].startswith(f"ray actor {killed['index']}@")
     assert_broken_recorded(records)
     assert_same_as_run(out, references)
+
+
+def test_a_folder_of_videos_with_one_example_needs_no_masks(tmp_path: Path):
+    """One example for every clip: each clip's masks equal `run`'s with that example."""
+    from PIL import Image
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for seed in (5, 6):
+        frames, _ = moving_shapes(5, HEIGHT, WIDTH, num_objects=2, seed=seed)
+        make_video(videos / f"clip{seed}.mp4", frames, fps=25)
+    frames, labels = moving_shapes(3, HEIGHT, WIDTH, num_objects=2, seed=7)
+    Image.fromarray(frames[1]).save(tmp_path / "example.png")
+    write_palette_png(tmp_path / "example_mask.png", labels[1])
+    example = f"{tmp_path / 'example.png'}:{tmp_path / 'example_mask.png'}"
+    model = ["-m", "seggpt-tiny", "--device", "cpu", "--dtype", "fp32", "-f", "davis"]
+    result = runner.invoke(
+        app, ["batch", str(videos), "--example", example, "-o", str(tmp_path / "out"), *model]
+    )
+    assert result.exit_code == 0, result.output
+    statuses = [json.loads(line)["status"] for line in (tmp_path / "out" / "batch.jsonl").open()]
+    assert statuses == ["done", "done"]
+    for seed in (5, 6):
+        single = tmp_path / f"run{seed}"
+        ran = runner.invoke(
+            app,
+            [
+                "run",
+                str(videos / f"clip{seed}.mp4"),
+                "--example",
+                example,
+                "-o",
+                str(single),
+                *model,
+            ],
+        )
+        assert ran.exit_code == 0, ran.output
+        batch_masks = sorted((tmp_path / "out" / f"clip{seed}" / f"clip{seed}").glob("*.png"))
+        run_masks = sorted((single / f"clip{seed}").glob("*.png"))
+        assert len(batch_masks) == len(run_masks) == 5
+        assert [p.read_bytes() for p in batch_masks] == [p.read_bytes() for p in run_masks]
+        assert any(np.asarray(Image.open(p)).any() for p in run_masks)  # objects were found

@@ -314,3 +314,19 @@ def test_no_weights_offline_is_a_clear_error(tmp_path: Path, clip):
     stderr = result.stderr.decode()
     assert result.returncode == 2 and "Traceback" not in stderr
     assert "seggpt-vit-large: weights not cached" in stderr and "--checkpoint" in stderr
+
+
+def test_a_settings_mismatch_is_refused_before_the_model_loads(tmp_path: Path, clip):
+    """A finished folder with another --memory: one line naming run.json and the setting, and
+    neither the default-model note nor the model line (no model was loaded)."""
+    video, mask = clip
+    out = tmp_path / "out"
+    first = cli("run", video, "--mask", mask, "-f", "davis", "--memory", "1", "-o", out)
+    assert first.returncode == 0, first.stderr.decode()
+    assert b"using the packaged small model" in first.stderr  # the default model loaded then
+    kept = {p: p.read_bytes() for p in sorted(out.rglob("*.png"))}
+    again = cli("run", video, "--mask", mask, "-f", "davis", "--memory", "3", "-o", out)
+    lines = [line for line in again.stderr.decode().splitlines() if line.strip()]
+    assert again.returncode == 2 and len(lines) == 1, lines
+    assert "run.json" in lines[0] and "memory" in lines[0]
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*.png"))} == kept
