@@ -105,6 +105,17 @@ def eval_command(
     threads: Annotated[
         int, typer.Option(min=1, metavar="N", help="Threads decoding mask PNGs.")
     ] = 4,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Also draw where the model fails: J&F per sequence, J per frame, the worst "
+            "frames (PNGs; needs matplotlib: pip install 'seggpt-video[plots]').",
+        ),
+    ] = None,
+    worst: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Frames on the --plots worst-frame sheet.")
+    ] = 12,
     memory: Memory = None,
     batch_size: BatchSize = 1,
     ensemble: EnsembleOption = Ensemble.feature,
@@ -127,8 +138,12 @@ def eval_command(
     from seggpt_video.evaluation.datasets import open_benchmark
     from seggpt_video.evaluation.sharding import Shard
 
+    if plots is not None:
+        _check_plots()
     chosen = _names(sequences)
     benchmark = open_benchmark(dataset, benchmark_kind, split, resolution, chosen)
+    if plots is not None and not benchmark.has_ground_truth:
+        raise UserError(f"--plots: {dataset} has no ground truth here to score, nothing to plot")
     if predictions is not None and (model is not None or checkpoint is not None):
         raise UserError("--predictions: scores existing masks; leave out --model/--checkpoint")
     if predictions is None and output is None:
@@ -159,7 +174,7 @@ def eval_command(
             _score(mine, predictions, output, threads)
         rank.barrier()
         if rank.is_main:
-            _finish(benchmark, predictions, output, share, partial=chosen is not None)
+            _finish(benchmark, predictions, output, share, chosen is not None, plots, worst)
     finally:
         rank.stop()
 
@@ -242,7 +257,13 @@ def _score(mine, predictions: Path, output: Path, threads: int) -> None:
 
 
 def _finish(
-    benchmark: Benchmark, predictions: Path, output: Path, share: Shard, partial: bool
+    benchmark: Benchmark,
+    predictions: Path,
+    output: Path,
+    share: Shard,
+    partial: bool,
+    plots: Path | None = None,
+    worst: int = 12,
 ) -> None:
     """Merge every shard's cached scores into the CSVs, or zip a YouTube-VOS submission."""
     from seggpt_video.evaluation.scoring import collect_cached, summarize, write_results_csv
@@ -278,6 +299,21 @@ def _finish(
     _print_results(results, benchmark, partial)
     console.print(f"Global results saved in {global_csv}")
     console.print(f"Per-sequence results saved in {sequence_csv}")
+    if plots is not None:
+        from seggpt_video.evaluation.plots import write_eval_plots
+
+        written = write_eval_plots(scores, benchmark.sequences, predictions, plots, worst)
+        console.print(f"Plots saved in {plots}: {', '.join(path.name for path in written)}")
+
+
+def _check_plots() -> None:
+    """Before any work: without matplotlib, say in one line what to install."""
+    from seggpt_video.evaluation.plots import require_matplotlib
+
+    try:
+        require_matplotlib()
+    except UserError as error:
+        raise UserError(f"--plots: {error}") from None
 
 
 def _print_results(results: Results, benchmark: Benchmark, partial: bool) -> None:

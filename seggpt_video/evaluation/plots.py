@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # matplotlib is optional: imported only when drawing
 INSTALL_HINT = "pip install 'seggpt-video[plots]'"
 WORST_DEFAULT = 12
 SEQUENCES_PER_PAGE = 20
-THUMB_WIDTH = 240  # pixels per panel of the worst-frame sheet (854x480 frames become 240x135)
+THUMB_WIDTH = 224  # pixels per panel of the worst-frame sheet (854x480 frames become 224x126)
 TRUTH_COLOUR = (0, 220, 0)
 PREDICTION_COLOUR = (255, 40, 40)
 
@@ -130,7 +130,7 @@ def write_eval_plots(
     chosen = worst_frames(scores, worst)
     written.append(write_worst_frames_csv(chosen, folder / "worst-frames.csv"))
     sheet = _worst_frame_sheet(chosen, by_name, Path(predictions))
-    written.insert(-1, _save(sheet, folder / "worst-frames.png", colours=256))
+    written.insert(-1, _save(sheet, folder / "worst-frames.png", colours=128))
     return written
 
 
@@ -234,7 +234,7 @@ def _worst_frame_sheet(
     rows = -(-len(chosen) // triples)
     panels = [_panels(worst, by_name, predictions) for worst in chosen]
     height, width = panels[0][0].shape[:2]
-    panel_w = 2.4
+    panel_w = THUMB_WIDTH / 100  # inches at 100 dpi: one pixel of the thumbnail per pixel
     panel_h = panel_w * height / width + 0.32  # room for the title line
     figure = Figure(figsize=(panel_w * 3 * triples, 0.3 + panel_h * rows))
     grid = figure.subplots(rows, 3 * triples, squeeze=False)
@@ -294,10 +294,11 @@ def _panels(
 
 
 def _tinted(thumb: np.ndarray, mask: np.ndarray, size: tuple[int, int], colour) -> np.ndarray:
-    """The frame darkened, the mask's pixels half blended with colour. mask: (H, W) bool."""
+    """The frame in dim gray (it compresses well), the mask blended with colour. mask: (H, W) bool."""
     small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR))
-    alpha = (small.astype(np.float32) / 255.0)[..., None] * 0.6
-    dimmed = thumb.astype(np.float32) * 0.55
+    alpha = (small.astype(np.float32) / 255.0)[..., None] * 0.7
+    gray = thumb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    dimmed = np.round(gray * (0.45 / 8)).clip(0, 255)[..., None] * 8  # 32 gray levels at most
     tinted = dimmed * (1 - alpha) + np.asarray(colour, np.float32) * alpha
     return tinted.clip(0, 255).astype(np.uint8)
 
@@ -309,7 +310,7 @@ def _save(figure: Figure, path: Path, colours: int | None = None) -> Path:
     data = buffer.getvalue()
     if colours is not None:
         with Image.open(io.BytesIO(data)) as image:
-            quantized = image.convert("RGB").quantize(colours, method=Image.Quantize.MEDIANCUT)
+            quantized = image.convert("RGB").quantize(colours, method=Image.Quantize.FASTOCTREE)
         buffer = io.BytesIO()
         quantized.save(buffer, format="png", optimize=True)
         data = buffer.getvalue()
