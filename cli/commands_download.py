@@ -10,22 +10,13 @@ import typer
 from rich.console import Console
 
 from seggpt_video.cli.app import app
-from seggpt_video.model.checkpoint import (
-    HUB_REPOS,
-    WEIGHTS_DIR_ENV,
-    DownloadError,
-    download_destination,
-    download_model,
-    downloaded_weights,
-    packaged_models,
-)
 
 DOWNLOAD_FAILED = 1  # the command was right, the network, hub or disk was not: try again
 
 
 @app.command()
 def download(
-    name: Annotated[str, typer.Argument(help="Model name: seggpt-vit-large.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name: seggpt-vit-large.")],
     to: Annotated[
         Path | None,
         typer.Option(
@@ -41,6 +32,16 @@ def download(
     A second call finds them and fetches nothing; a call cut short fetches only what is missing.
     Exit code 1 when the download fails (network, hub, disk), 2 for a wrong name or --to.
     """
+    from seggpt_video.model.checkpoint import (
+        HUB_REPOS,
+        WEIGHTS_DIR_ENV,
+        DownloadError,
+        download_destination,
+        download_model,
+        downloaded_weights,
+        packaged_models,
+    )
+
     present = downloaded_weights(name, to)
     if present is not None:
         what = "packaged with seggpt-video" if name in packaged_models() else "already here"
@@ -65,5 +66,7 @@ def download(
 
 
 def _weights_dir() -> Path | None:
+    from seggpt_video.model.checkpoint import WEIGHTS_DIR_ENV
+
     folder = os.environ.get(WEIGHTS_DIR_ENV)
     return Path(folder).resolve() if folder else None

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
-from seggpt_video import runtime
 from seggpt_video.cli.app import app
 from seggpt_video.cli.options import Checkpoint, Device, Dtype, ModelName
-from seggpt_video.model import count_parameters
-from seggpt_video.model.checkpoint import PACKAGED_MODEL, PUBLISHED_MODEL, resolve_model
-from seggpt_video.predictor import SegGPTPredictor, load_predictor
+
+if TYPE_CHECKING:
+    from seggpt_video.predictor import SegGPTPredictor
 
 ATTENTION_FORMS = {
     "bias": "fused, position bias as the mask",
@@ -28,6 +28,10 @@ def info(
     dtype: Dtype = "auto",
 ) -> None:
     """Print the model (the default when none is named), its weights, size, device and CPU path."""
+    from seggpt_video.model import count_parameters
+    from seggpt_video.model.checkpoint import resolve_model
+    from seggpt_video.predictor import load_predictor
+
     predictor = load_predictor(model=model, checkpoint=checkpoint, device=device, dtype=dtype)
     named = model is not None or checkpoint is not None
     config = predictor.model.config
@@ -49,6 +53,8 @@ def info(
 
 def default_reason(name: str) -> str:
     """Why the default resolved to ``name``."""
+    from seggpt_video.model.checkpoint import PACKAGED_MODEL, PUBLISHED_MODEL
+
     if name == PUBLISHED_MODEL:
         return f"by default: {PUBLISHED_MODEL} weights are on this machine"
     return (
@@ -59,6 +65,10 @@ def default_reason(name: str) -> str:
 
 def cpu_rows(predictor: SegGPTPredictor) -> dict[str, str]:
     """What was found on this CPU and what the predictor runs there."""
+    import torch
+
+    from seggpt_video import runtime
+
     features = runtime.detect_cpu_features()
     return {
         "cpu features": ", ".join(features.names()) or "none of AMX, AVX-512, AVX2 found",

@@ -15,23 +15,34 @@ from seggpt_video.errors import UserError
 @app.command()
 def train(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Run folder (checkpoint, log, weights).")
+        Path,
+        typer.Option(
+            "--output", "-o", metavar="DIR", help="Run folder (checkpoint, log, weights)."
+        ),
     ],
     preset: Annotated[
-        str, typer.Option(help="Model preset to train from scratch.")
+        str, typer.Option(metavar="NAME", help="Model preset to train from scratch.")
     ] = "seggpt-tiny",
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 1800,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 8,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 6e-4,
-    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps.")] = 200,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
+    steps: Annotated[int, typer.Option(metavar="N", min=1, help="Optimiser steps.")] = 1800,
+    batch_size: Annotated[int, typer.Option(metavar="N", min=1, help="Pairs per step.")] = 8,
+    lr: Annotated[
+        float, typer.Option(metavar="LR", help="Peak learning rate (AdamW, cosine decay).")
+    ] = 6e-4,
+    warmup: Annotated[int, typer.Option(metavar="N", min=0, help="Linear warm-up steps.")] = 200,
+    weight_decay: Annotated[float, typer.Option(metavar="WD", help="AdamW weight decay.")] = 0.05,
     half_mask_ratio: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Share of pairs whose whole query mask is hidden."),
+        typer.Option(
+            metavar="SHARE",
+            min=0.0,
+            max=1.0,
+            help="Share of pairs whose whole query mask is hidden.",
+        ),
     ] = 0.85,
     prompt_noise: Annotated[
         float,
         typer.Option(
+            metavar="SHARE",
             min=0.0,
             max=1.0,
             help="Share of whole-query pairs whose prompt mask is degraded (eroded, dilated, "
@@ -41,58 +52,76 @@ def train(
     ensemble_prompts: Annotated[
         int,
         typer.Option(
+            metavar="N",
             min=1,
             help="Feature-ensemble steps give each query 2 to this many prompts (an early true "
             "mask and the frames just before the query), as `run` does; 1: no such steps.",
         ),
     ] = 1,
     ensemble_share: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of steps that are feature-ensemble.")
+        float,
+        typer.Option(
+            metavar="SHARE", min=0.0, max=1.0, help="Share of steps that are feature-ensemble."
+        ),
     ] = 0.0,
     davis: Annotated[
         list[Path] | None,
         typer.Option(
-            help="DAVIS-layout training folder (repeatable); pairs are frames of one sequence."
+            metavar="DIR",
+            help="DAVIS-layout training folder (repeatable); pairs are frames of one sequence.",
         ),
     ] = None,
     davis_weight: Annotated[
-        float, typer.Option(min=0.0, help="Sampling weight of DAVIS pairs.")
+        float, typer.Option(metavar="WEIGHT", min=0.0, help="Sampling weight of DAVIS pairs.")
     ] = 0.1,
     davis_exclude: Annotated[
         str | None,
-        typer.Option(help="DAVIS sequences kept out of training, comma-separated (a split)."),
+        typer.Option(
+            metavar="NAME,...",
+            help="DAVIS sequences kept out of training, comma-separated (a split).",
+        ),
     ] = None,
     davis_augment: Annotated[
         bool,
         typer.Option(help="Colour jitter and a query crop moved against the prompt's."),
     ] = False,
     synthetic_weight: Annotated[
-        float, typer.Option(min=0.0, help="Sampling weight of synthetic pairs.")
+        float, typer.Option(metavar="WEIGHT", min=0.0, help="Sampling weight of synthetic pairs.")
     ] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the initialisation and of every batch.")] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Seed of the initialisation and of every batch.")
+    ] = 0,
     init: Annotated[
         Path | None,
-        typer.Option(help="Start from these weights (e.g. a first run's) instead of from scratch."),
+        typer.Option(
+            metavar="FILE",
+            help="Start from these weights (e.g. a first run's) instead of from scratch.",
+        ),
     ] = None,
     warm_start: Annotated[
         bool, typer.Option(help="Start half the heads attending to the other half's same place.")
     ] = True,
     minutes: Annotated[
         float | None,
-        typer.Option(help="Time budget: cosine decay over this much training time, then stop."),
+        typer.Option(
+            metavar="MIN", help="Time budget: cosine decay over this much training time, then stop."
+        ),
     ] = None,
     bf16: Annotated[
         bool, typer.Option(help="CPU bfloat16 autocast (faster on AVX-512 BF16).")
     ] = True,
     checkpoint_minutes: Annotated[
-        float, typer.Option(min=0.0, help="Save a checkpoint this often.")
+        float, typer.Option(metavar="MIN", min=0.0, help="Save a checkpoint this often.")
     ] = 3.0,
     max_minutes: Annotated[
-        float | None, typer.Option(help="Stop (resumably) after this many minutes.")
+        float | None, typer.Option(metavar="MIN", help="Stop (resumably) after this many minutes.")
     ] = None,
     export: Annotated[
         Path | None,
-        typer.Option(help="Also write fp16 weights here when done (e.g. the packaged model file)."),
+        typer.Option(
+            metavar="FILE",
+            help="Also write fp16 weights here when done (e.g. the packaged model file).",
+        ),
     ] = None,
 ) -> None:
     """Train SegGPT by in-context coloring; re-run the same command to resume."""
@@ -152,25 +181,29 @@ def _presets() -> list[str]:
 
 @app.command()
 def tune(
-    video: Annotated[Path, typer.Argument(help="Video file or folder of frames.")],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video file or folder of frames.")],
     annotations: Annotated[
         Path,
         typer.Argument(
-            help="Mask of frame 0, or a folder of masks named by frame (00000.png, ...)."
+            metavar="MASKS",
+            help="Mask of frame 0, or a folder of masks named by frame (00000.png, ...).",
         ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Prompt file to write (.safetensors).")
+        Path,
+        typer.Option("--output", "-o", metavar="FILE", help="Prompt file to write (.safetensors)."),
     ],
     model: ModelName = None,
     checkpoint: Checkpoint = None,
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 100,
-    lr: Annotated[float, typer.Option(help="Adam learning rate of the prompt.")] = 0.02,
+    steps: Annotated[int, typer.Option(metavar="N", min=1, help="Optimiser steps.")] = 100,
+    lr: Annotated[
+        float, typer.Option(metavar="LR", help="Adam learning rate of the prompt.")
+    ] = 0.02,
     num_prompts: Annotated[
-        int, typer.Option(min=1, help="Learnable prompts (from the first frames).")
+        int, typer.Option(metavar="N", min=1, help="Learnable prompts (from the first frames).")
     ] = 1,
     device: Device = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of the augmentations.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the augmentations.")] = 0,
 ) -> None:
     """In-context tuning: learn a prompt from a few annotated frames (the model stays frozen)."""
     from seggpt_video.io.masks import read_mask
@@ -211,19 +244,20 @@ def tune(
 @app.command()
 def demo(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Folder for the clip and the results.")
+        Path,
+        typer.Option("--output", "-o", metavar="DIR", help="Folder for the clip and the results."),
     ],
     seed: Annotated[
-        int, typer.Option(help="Seed of the synthetic clip (training never uses it).")
+        int, typer.Option(metavar="N", help="Seed of the synthetic clip (training never uses it).")
     ] = 20240,
-    frames: Annotated[int, typer.Option(min=3, help="Frames in the clip.")] = 40,
-    objects: Annotated[int, typer.Option(min=1, max=8, help="Moving objects.")] = 2,
-    height: Annotated[int, typer.Option(min=16, help="Frame height in pixels.")] = 96,
-    width: Annotated[int, typer.Option(min=16, help="Frame width in pixels.")] = 128,
+    frames: Annotated[int, typer.Option(metavar="N", min=3, help="Frames in the clip.")] = 40,
+    objects: Annotated[int, typer.Option(metavar="N", min=1, max=8, help="Moving objects.")] = 2,
+    height: Annotated[int, typer.Option(metavar="PX", min=16, help="Frame height in pixels.")] = 96,
+    width: Annotated[int, typer.Option(metavar="PX", min=16, help="Frame width in pixels.")] = 128,
     model: ModelName = None,
     checkpoint: Checkpoint = None,
     prompt_file: Annotated[
-        Path | None, typer.Option(help="Tuned prompt to add (from `tune`).")
+        Path | None, typer.Option(metavar="FILE", help="Tuned prompt to add (from `tune`).")
     ] = None,
     device: Device = "auto",
     clip_only: Annotated[
