@@ -294,7 +294,7 @@ def _panels(
 
 
 def _tinted(thumb: np.ndarray, mask: np.ndarray, size: tuple[int, int], colour) -> np.ndarray:
-    """The frame in dim gray (it compresses well), the mask blended with colour. mask: (H, W) bool."""
+    """The frame in dim gray (compresses well), the mask blended with colour. mask: (H, W) bool."""
     small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR))
     alpha = (small.astype(np.float32) / 255.0)[..., None] * 0.7
     gray = thumb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
