@@ -129,7 +129,7 @@ def frame_j_and_f(
     and two ``any`` (DAVIS 2016 val's objects fill a fifth of the frame on average).
     ground_truth, prediction: (H, W) bool. Returns (J, F) as floats.
     """
-    box = _boundary_box(ground_truth, prediction)
+    box = boundary_box(ground_truth, prediction)
     if box is None:  # both masks empty: no boundary on either side
         return 1.0, 1.0
     gt, pred = ground_truth[box], prediction[box]
@@ -193,12 +193,14 @@ def _check_same_shape(ground_truth: np.ndarray, prediction: np.ndarray) -> None:
         )
 
 
-def _boundary_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, slice] | None:
+def boundary_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, slice] | None:
     """The box holding both masks and both boundaries, or None when both masks are empty.
 
     Boundary pixels lie within the masks' box grown by one pixel up and left. One more empty
     row and column below and right (where the frame has them) keep the last-row and
-    last-column rules of ``boundary_map`` from applying inside the frame. a, b: (H, W) bool.
+    last-column rules of ``boundary_map`` from applying inside the frame. So J and F of any
+    masks inside it, measured on the box, are those of the whole frame: scoring crops a
+    frame's object-id maps to it once for all objects. a, b: (H, W) bool or object ids.
     """
     height, width = a.shape
     either = a | b

@@ -14,6 +14,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import stat as stat_module
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from seggpt_video.evaluation.datasets import VOID_LABEL, Benchmark, Sequence, re
 from seggpt_video.evaluation.metrics import (
     BOUNDARY_THRESHOLD,
     DiskRows,
+    boundary_box,
     boundary_radius,
     frame_j_and_f,
     statistics,
@@ -137,6 +140,13 @@ def score_sequence(
                     f"{pred.shape[1]}x{pred.shape[0]}, the ground truth is "
                     f"{gt.shape[1]}x{gt.shape[0]}"
                 )
+            # Every object of both masks lies in this box (with the margins frame_j_and_f
+            # needs), so each object is compared inside it, not over the whole frame.
+            box = boundary_box(gt, pred)
+            if box is None:  # nothing in either mask: every object scores 1, as in frame_j_and_f
+                j[:, column] = f[:, column] = 1.0
+                continue
+            gt, pred = gt[box], pred[box]
             if pred.max(initial=0) > n_objects:
                 raise UserError(
                     f"{path}: prediction for sequence {sequence.name} frame {name} has object "
@@ -156,13 +166,25 @@ def _without_void(labels: np.ndarray) -> np.ndarray:
 
 
 def cache_key(sequence: Sequence, predictions: Path, bound_th: float) -> str:
-    """Fingerprint of everything a sequence's score depends on: file names, sizes, mtimes."""
+    """Fingerprint of everything a sequence's score depends on: file names, sizes, mtimes.
+
+    Each file is named by its resolved path. A folder is resolved once, not each file in it
+    (that was an lstat per path component per file: 0.2 s per pass over DAVIS 2016 val); a
+    file that is itself a link is resolved on its own, so the key is what it always was.
+    """
     entries: list = [CACHE_VERSION, bound_th, sequence.name]
     pred_dir = predictions / sequence.name
     pred_files = sorted(pred_dir.glob("*.png")) if pred_dir.is_dir() else []
+    folders: dict[Path, str] = {}
     for path in [*(sequence.annotated[i] for i in sorted(sequence.annotated)), *pred_files]:
-        stat = path.stat()
-        entries.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+        link = os.lstat(path)
+        if stat_module.S_ISLNK(link.st_mode):
+            real, stat = str(path.resolve()), path.stat()
+        else:
+            if path.parent not in folders:
+                folders[path.parent] = str(path.parent.resolve())
+            real, stat = os.path.join(folders[path.parent], path.name), link
+        entries.append((real, stat.st_size, stat.st_mtime_ns))
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
