@@ -10,14 +10,23 @@ printed precision (one decimal, in percent).
 Without --predictions the masks are the ground truth shifted, grown or shrunk by a few pixels
 per sequence (no model needed), written once to /tmp/eval-preds.
 
+On a busy machine seconds move with the load; ratios taken within one run do not move as much.
+`--baseline REV` times `eval` as it was at git revision REV too, in the same rounds (its
+ratio beside ours: before and after in one run), and checks that its CSVs are byte for byte
+ours. `--floor` times two references each round: `import torch` alone, and decoding every
+mask PNG the scoring reads (read_labels_many, 4 threads) with no measuring: no PIL-based
+scorer of these files, in a fresh process, can be faster than the second.
+
 Usage: python benchmarks/bench_eval.py [--data /work/shared/data/davis2016-val]
-           [--predictions DIR] [--rounds 5] [--json benchmarks/results/bench_eval.json]
+           [--predictions DIR] [--rounds 5] [--baseline REV] [--floor]
+           [--json benchmarks/results/bench_eval.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -39,6 +48,16 @@ VOS_BENCHMARK = (
     "import sys; from vos_benchmark.benchmark import benchmark; "
     "benchmark([sys.argv[1]], [sys.argv[2]], num_processes=2, verbose=False)"
 )
+DECODE_ONLY = (
+    "import sys; from pathlib import Path; "
+    "from seggpt_video.evaluation.datasets import open_benchmark, read_labels_many; "
+    "b = open_benchmark(Path(sys.argv[1]), 'davis2016'); "
+    "paths = [p for s in b.sequences for i in sorted(s.annotated)[1:-1] "
+    "for p in (s.annotated[i], Path(sys.argv[2]) / s.name / (s.frames[i].stem + '.png'))]; "
+    "sum(1 for _ in read_labels_many(paths, 4))"
+)
+TORCH_IMPORT = "import torch"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _shift(masks: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -78,11 +97,26 @@ def perturbed_predictions(benchmark: Benchmark, folder: Path) -> Path:
     return folder
 
 
-def run(command: list[str]) -> float:
+def run(command: list[str], env: dict | None = None) -> float:
     """Wall-clock seconds of one command, which must succeed."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
+
+
+def export_revision(revision: str, folder: Path) -> dict:
+    """The repository at ``revision`` unpacked in folder, importable: the environment to run it.
+
+    cli/ installs as seggpt_video.cli, so a link puts it there; PYTHONPATH puts the export
+    before the editable install of the working tree.
+    """
+    folder.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    (folder / "seggpt_video" / "cli").symlink_to(folder / "cli", target_is_directory=True)
+    return {**os.environ, "PYTHONPATH": str(folder)}
 
 
 def compare_with_vos_benchmark(
@@ -123,6 +157,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/davis2016-val"))
     parser.add_argument("--predictions", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", default=None, help="git revision to time as well")
+    parser.add_argument("--floor", action="store_true", help="time torch import, decoding")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -137,45 +173,84 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "eval-out"
-        ours = [str(bin_dir / "seggpt-video"), "eval", str(args.data), "--benchmark"]
-        ours += ["davis2016", "--predictions", str(predictions), "-o", str(output)]
+        eval_args = ["eval", str(args.data), "--benchmark", "davis2016"]
+        eval_args += ["--predictions", str(predictions), "-o"]
+        ours = [str(bin_dir / "seggpt-video"), *eval_args, str(output)]
         theirs = [sys.executable, "-c", VOS_BENCHMARK, str(gt_root), str(predictions)]
-        print("ours:  ", " ".join(ours))
-        print("theirs:", " ".join(theirs[:2]), repr(VOS_BENCHMARK), *theirs[3:])
+        # name -> (command, environment, output folder whose score cache is emptied first)
+        commands = {"ours": (ours, None, output), "vos-benchmark": (theirs, None, None)}
+        if args.baseline:
+            baseline_out = Path(scratch) / "baseline-out"
+            env = export_revision(args.baseline, Path(scratch) / "baseline")
+            command = [sys.executable, "-m", "seggpt_video.cli", *eval_args, str(baseline_out)]
+            commands["baseline"] = (command, env, baseline_out)
+        if args.floor:
+            decode = [sys.executable, "-c", DECODE_ONLY, str(args.data), str(predictions)]
+            commands["decode-only"] = (decode, None, None)
+            commands["torch-import"] = ([sys.executable, "-c", TORCH_IMPORT], None, None)
+        for name, (command, env, _) in commands.items():
+            where = f" (PYTHONPATH={env['PYTHONPATH']}, {args.baseline})" if env else ""
+            print(f"{name}:", " ".join(command) + where)
         rows = []
+        names = list(commands)
         for round_index in range(args.rounds):
             times = {}
-            order = ("ours", "vos-benchmark") if round_index % 2 == 0 else ("vos-benchmark", "ours")
+            shift = round_index % len(names)  # each command goes first in turn
+            order = names[shift:] + names[:shift]
             for who in order:
-                if who == "ours":
-                    shutil.rmtree(output / CACHE_DIR, ignore_errors=True)
-                    times[who] = run(ours)
-                else:
-                    times[who] = run(theirs)
-            rows.append(
-                {
-                    "round": round_index + 1,
-                    "first": order[0],
-                    "ours_s": round(times["ours"], 3),
-                    "vos_benchmark_s": round(times["vos-benchmark"], 3),
-                    "ratio": round(times["ours"] / times["vos-benchmark"], 3),
-                }
-            )
-            print(rows[-1], flush=True)
+                command, env, out = commands[who]
+                if out is not None:
+                    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+                times[who] = run(command, env)
+            row = {
+                "round": round_index + 1,
+                "first": order[0],
+                "ours_s": round(times["ours"], 3),
+                "vos_benchmark_s": round(times["vos-benchmark"], 3),
+                "ratio": round(times["ours"] / times["vos-benchmark"], 3),
+            }
+            if "baseline" in times:
+                row["baseline_s"] = round(times["baseline"], 3)
+                row["baseline_ratio"] = round(times["baseline"] / times["vos-benchmark"], 3)
+            if "decode-only" in times:
+                row["decode_only_s"] = round(times["decode-only"], 3)
+                row["torch_import_s"] = round(times["torch-import"], 3)
+            rows.append(row)
+            print(row, flush=True)
         compared, differ, largest = compare_with_vos_benchmark(output, gt_root, predictions)
+        same_as_baseline = None
+        if args.baseline:
+            same_as_baseline = all(
+                (output / name).read_bytes() == (baseline_out / name).read_bytes()
+                for name in ("global_results-val.csv", "per-sequence_results-val.csv")
+            )
 
-    median_ours = statistics.median(row["ours_s"] for row in rows)
-    median_vos = statistics.median(row["vos_benchmark_s"] for row in rows)
+    columns = ["round", "first", "ours_s", "vos_benchmark_s", "ratio"]
+    columns += [c for c in ("baseline_s", "baseline_ratio") if args.baseline]
+    columns += [c for c in ("decode_only_s", "torch_import_s") if args.floor]
     print_table(
         f"DAVIS 2016 val, {len(benchmark.sequences)} sequences, {n_frames} frames: "
         "seconds per command (fresh process, empty cache)",
         rows,
-        ["round", "first", "ours_s", "vos_benchmark_s", "ratio"],
+        columns,
     )
+    medians = {c: statistics.median(row[c] for row in rows) for c in columns[2:]}
+    median_ours, median_vos = medians["ours_s"], medians["vos_benchmark_s"]
     print(
         f"median: ours {median_ours:.2f} s, vos-benchmark {median_vos:.2f} s, "
         f"ratio {median_ours / median_vos:.3f}"
     )
+    if args.baseline:
+        print(
+            f"baseline {args.baseline}: median {medians['baseline_s']:.2f} s, ratio "
+            f"{medians['baseline_s'] / median_vos:.3f}; CSVs byte for byte ours: {same_as_baseline}"
+        )
+    if args.floor:
+        print(
+            f"floor: decoding the masks alone {medians['decode_only_s']:.2f} s "
+            f"({medians['decode_only_s'] / median_vos:.3f} of vos-benchmark), "
+            f"import torch alone {medians['torch_import_s']:.2f} s"
+        )
     print(
         f"agreement with vos-benchmark: {compared - differ}/{compared} J and F values equal as "
         f"it prints them (.1f, percent); largest difference {largest:.2e} points"
@@ -184,12 +259,15 @@ def main() -> None:
         "data": str(args.data),
         "predictions": str(predictions),
         "frames": n_frames,
-        "commands": {"ours": ours, "vos_benchmark": theirs},
+        "commands": {name: command for name, (command, _, _) in commands.items()},
+        "baseline_revision": args.baseline,
         "machine": machine(),
         "rounds": rows,
+        "medians": medians,
         "median_ours_s": round(median_ours, 3),
         "median_vos_benchmark_s": round(median_vos, 3),
         "ratio": round(median_ours / median_vos, 3),
+        "csvs_same_as_baseline": same_as_baseline,
         "values_compared": compared,
         "values_differing_as_printed": differ,
         "largest_difference_points": largest,
@@ -198,6 +276,8 @@ def main() -> None:
     print(f"wrote {path}")
     if differ:
         raise SystemExit(f"{differ} value(s) differ from vos-benchmark's")
+    if same_as_baseline is False:
+        raise SystemExit(f"the CSVs differ from those of {args.baseline}")
 
 
 if __name__ == "__main__":
