@@ -53,15 +53,16 @@ def disk(radius: int) -> np.ndarray:
     return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
 
 
-def boundary_map(masks: np.ndarray) -> np.ndarray:
+def boundary_map(masks: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """One-pixel-wide boundaries, offset half a pixel towards the origin (DAVIS ``seg2bmap``).
 
     A pixel is on the boundary when it differs from its east, south or south-east neighbour;
     the last row compares east only, the last column south only, and the bottom-right corner
-    never is. masks: (..., H, W) bool. Returns (..., H, W) bool.
+    never is. masks: (..., H, W) bool. Returns (..., H, W) bool: ``out`` when given (a view
+    into a larger array is fine: the matching writes the boundaries inside its margins).
     """
     seg = np.asarray(masks, dtype=bool)
-    boundary = np.empty_like(seg)
+    boundary = np.empty_like(seg) if out is None else out
     # Differs from the east neighbour (beyond the last column counts as empty) ...
     np.not_equal(seg[..., :, :-1], seg[..., :, 1:], out=boundary[..., :, :-1])
     boundary[..., :, -1] = seg[..., :, -1]
@@ -139,13 +140,19 @@ def frame_j_and_f(
 
     # Rows below and columns right of the frame's last ones do not exist: the last-row and
     # last-column rules of seg2bmap apply only where the box reaches the frame's edge.
-    boundaries = boundary_map(np.stack((gt, pred)))
-    n_gt, n_pred = (int(n) for n in np.count_nonzero(boundaries, axis=(1, 2)))
+    # The boundaries are drawn straight into the margins the matching needs (no copies).
+    radius = disk_rows.radius
+    height, width = gt.shape
+    padded = np.zeros((2, height + 2 * radius, width + 2 * radius), dtype=bool)
+    boundary_map(
+        np.stack((gt, pred)), out=padded[:, radius : radius + height, radius : radius + width]
+    )
+    n_gt, n_pred = np.count_nonzero(padded[0]), np.count_nonzero(padded[1])
     if n_gt == 0 or n_pred == 0:
         precision = 1.0 if n_pred == 0 else 0.0
         recall = 1.0 if n_gt == 0 else 0.0
     else:
-        gt_matched, pred_matched = _matched_within_disk(boundaries, disk_rows)
+        gt_matched, pred_matched = _matched_within_disk(padded, n_gt, disk_rows)
         precision = pred_matched / float(n_pred)
         recall = gt_matched / float(n_gt)
     if precision + recall == 0:
@@ -212,7 +219,7 @@ def boundary_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, slice] | None:
     return slice(top, bottom), slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, width))
 
 
-def _matched_within_disk(boundaries: np.ndarray, disk_rows: DiskRows) -> tuple[int, int]:
+def _matched_within_disk(padded: np.ndarray, n_gt: int, disk_rows: DiskRows) -> tuple[int, int]:
     """How many pixels of each boundary have a pixel of the other one within the disk.
 
     The same counts as ``(gt & dilate(pred, disk)).sum()`` and ``(pred & dilate(gt, disk))``,
@@ -222,19 +229,20 @@ def _matched_within_disk(boundaries: np.ndarray, disk_rows: DiskRows) -> tuple[i
     once, and read at each target pixel shifted by the rows ``dy`` that have that width.
     Measured on DAVIS 2016 val (1,336 scored frames, one process): F 0.89 s, against 3.09 s
     for the whole-stack crop with a binary search per disk row that came before.
-    boundaries: (2, h, w) bool, ground truth then prediction. Returns (gt_matched, pred_matched).
+    padded: (2, h + 2r, w + 2r) bool, the ground truth's then the prediction's boundaries
+    inside empty margins of one disk radius r, so that every segment and every row offset
+    stays inside its own image and flat indices need no bounds checks; n_gt: the ground
+    truth's boundary pixels. Returns (gt_matched, pred_matched).
     """
     radius = disk_rows.radius
-    _, height, width = boundaries.shape
-    # Empty margins of one radius: every segment and every row offset stays inside its own
-    # padded boundary image, so flat indices need no bounds checks.
-    stride = width + 2 * radius
-    padded = np.zeros((2, height + 2 * radius, stride), dtype=bool)
-    padded[:, radius : radius + height, radius : radius + width] = boundaries
+    stride = padded.shape[2]
+    plane = padded[0].size
     sources = padded.ravel()
-    # Targets of each side read the other side's sources: find them in the swapped stack.
-    targets = np.flatnonzero(padded[::-1].ravel())
-    n_pred = np.count_nonzero(boundaries[1])  # the swapped stack starts with the prediction
+    # Each side's boundary pixels read the other side's sources: the ground truth's one plane
+    # further on, the prediction's one plane back.
+    targets = np.flatnonzero(sources)
+    targets[:n_gt] += plane
+    targets[n_gt:] -= plane
 
     runs = {1: sources}  # runs[n][i]: a source pixel among sources[i : i + n]
     n = 1
@@ -252,6 +260,6 @@ def _matched_within_disk(boundaries: np.ndarray, disk_rows: DiskRows) -> tuple[i
         )
         at = targets[None, :] + (offsets[:, None] * stride - half)
         matched |= segment[at].any(axis=0)
-    pred_matched = np.count_nonzero(matched[:n_pred])
-    gt_matched = np.count_nonzero(matched[n_pred:])
+    gt_matched = np.count_nonzero(matched[:n_gt])
+    pred_matched = np.count_nonzero(matched[n_gt:])
     return int(gt_matched), int(pred_matched)
