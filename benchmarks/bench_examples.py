@@ -63,6 +63,39 @@ def first_frame(sequence: Sequence) -> tuple[np.ndarray, np.ndarray]:
     return read_image(sequence.frames[0]), read_mask(sequence.annotated[0])
 
 
+def measure(segmenters: dict, val, all_val, train, modes: list[str], output: Path) -> dict:
+    """Each mode over the val sequences: global scores, per-sequence J&F, frames, seconds.
+
+    segmenters: task ('instance', 'semantic') -> a VideoSegmenter.
+    """
+    results = {}
+    for mode in modes:
+        segmenter = segmenters["semantic" if mode.endswith("semantic") else "instance"]
+        out = output / mode
+        scores, began, frames = [], time.perf_counter(), 0
+        for sequence in val.sequences:
+            source = PAIRS[sequence.name]
+            pool = train if source.startswith("train:") else all_val
+            name = source.removeprefix("train:")
+            video = FrameFolder(sequence.frames[0].parent, files=list(sequence.frames))
+            # one run folder per sequence, as `run` makes it: <run>/<sequence>/<frame>.png
+            run = out / sequence.name
+            if mode == "own":
+                report = segmenter.write(video, run, ["davis"], masks=sequence.prompts())
+            else:
+                example = first_frame(next(s for s in pool.sequences if s.name == name))
+                report = segmenter.write(video, run, ["davis"], examples=[example])
+            frames += report.frames - report.resumed
+            scores.append(score_sequence(sequence, run))
+        results[mode] = {
+            "global": summarize(scores).global_scores,
+            "per_sequence": {s.sequence: float((s.j.mean() + s.f.mean()) / 2) for s in scores},
+            "frames_computed": frames,
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--val", type=Path, required=True, help="DAVIS 2016 val folder")
@@ -87,42 +120,17 @@ def main() -> None:
         )
         for task in ("instance", "semantic")
     }
-    rows, results = [], {}
-    for mode in args.modes.split(","):
-        segmenter = segmenters["semantic" if mode.endswith("semantic") else "instance"]
-        out = args.output / mode
-        scores, began, frames = [], time.perf_counter(), 0
-        for sequence in val.sequences:
-            source = PAIRS[sequence.name]
-            pool = train if source.startswith("train:") else all_val
-            name = source.removeprefix("train:")
-            video = FrameFolder(sequence.frames[0].parent, files=list(sequence.frames))
-            # one run folder per sequence, as `run` makes it: <run>/<sequence>/<frame>.png
-            run = out / sequence.name
-            if mode == "own":
-                report = segmenter.write(video, run, ["davis"], masks=sequence.prompts())
-            else:
-                example = first_frame(next(s for s in pool.sequences if s.name == name))
-                report = segmenter.write(video, run, ["davis"], examples=[example])
-            frames += report.frames - report.resumed
-            scores.append(score_sequence(sequence, run))
-        seconds = time.perf_counter() - began
-        summary = summarize(scores).global_scores
-        results[mode] = {
-            "global": summary,
-            "per_sequence": {s.sequence: float((s.j.mean() + s.f.mean()) / 2) for s in scores},
-            "frames_computed": frames,
-            "seconds": round(seconds, 1),
+    results = measure(segmenters, val, all_val, train, args.modes.split(","), args.output)
+    rows = [
+        {
+            "mode": mode,
+            "J&F": result["global"]["J&F-Mean"],
+            "J": result["global"]["J-Mean"],
+            "F": result["global"]["F-Mean"],
+            "lost (J&F < 0.1)": sum(v < 0.1 for v in result["per_sequence"].values()),
         }
-        rows.append(
-            {
-                "mode": mode,
-                "J&F": summary["J&F-Mean"],
-                "J": summary["J-Mean"],
-                "F": summary["F-Mean"],
-                "lost (J&F < 0.1)": sum(v < 0.1 for v in results[mode]["per_sequence"].values()),
-            }
-        )
+        for mode, result in results.items()
+    ]
     print_table("DAVIS 2016 val: example from another sequence", rows, list(rows[0]))
     per_sequence = [
         {"sequence": name, "example from": PAIRS[name]}

@@ -18,6 +18,10 @@ Written for the day a GPU is lent: one command, one JSON, short tables. Sections
 - oom_backoff: a forced small memory budget; batch 16 must complete with max_queries lowered.
 - end_to_end: `run`'s loop (segment_video: decode, engine, DAVIS PNG and overlay writers,
   decode and write in their own threads) on a synthetic 720p clip, memory 8.
+- examples: the 720p clip segmented from an example from outside it (a still of its objects at
+  another size and moment, no mask of the clip) against its own first frame: mean IoU with the
+  truth and frames/s. With --davis-val and --davis-train (and real weights), also
+  bench_examples.py's DAVIS 2016 val case: each sequence from another sequence's example.
 
 Every case records its peak memory: torch.cuda.max_memory_allocated on CUDA, the profiler's
 allocation events on the CPU (in one untimed round, as bench_model does). TF32 is off so fp32
@@ -50,7 +54,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import PeakMemory, machine, print_table, timed, write_json  # noqa: E402
 
-from seggpt_video.engine import Segmenter, SegmenterOptions  # noqa: E402
+from seggpt_video.engine import Example, Segmenter, SegmenterOptions  # noqa: E402
 from seggpt_video.io.video import open_video  # noqa: E402
 from seggpt_video.io.writers import make_writers  # noqa: E402
 from seggpt_video.model import SegGPT, build_model, load_model  # noqa: E402
@@ -466,6 +470,68 @@ def check_end_to_end(check: Check, clip: Path, labels: np.ndarray, scratch: Path
     }
 
 
+def check_examples(check: Check, frames: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+    """The clip from its own first frame, then from an example of its objects alone."""
+    stills, still_labels = make_clip(seed, 40, height=360, width=640, num_objects=2)
+    example = Example(stills[30], still_labels[30])
+    object_ids = sorted(int(i) for i in np.unique(labels) if i)
+    rows = []
+    for mode in ("own first frame", "example only"):
+        row: dict = {"mode": mode, "memory": 8}
+        with recorded(row):
+            segmenter = Segmenter(check.predictor(check.speed_dtype), SegmenterOptions(memory=8))
+            annotations = {0: labels[0]} if mode == "own first frame" else {}
+            examples = [example] if mode == "example only" else None
+            began = time.perf_counter()
+            ious = []
+            for result in segmenter.propagate(iter(frames), annotations, examples=examples):
+                if result.index == 0:
+                    continue
+                truth = labels[result.index]
+                for object_id in object_ids:
+                    found, true = result.labels == object_id, truth == object_id
+                    ious.append((found & true).sum() / max((found | true).sum(), 1))
+            seconds = time.perf_counter() - began
+            row.update(
+                mean_iou=float(np.mean(ious)) if ious else math.nan,
+                frames_per_second=len(frames) / seconds,
+            )
+        free_memory(check.device)
+        rows.append(row)
+    return {
+        "inputs": "the end_to_end 720p clip; example: make_clip(seed) at 640x360, frame 30",
+        "cases": rows,
+    }
+
+
+def check_davis_examples(args: argparse.Namespace) -> dict:
+    """bench_examples.py's DAVIS 2016 val case with these weights (needs --checkpoint)."""
+    import bench_examples
+
+    import seggpt_video
+    from seggpt_video.evaluation.datasets import open_benchmark
+
+    val = open_benchmark(args.davis_val, "davis2016", "val", "480p")
+    train = open_benchmark(args.davis_train, "davis2016", "train", "240p")
+    segmenters = {
+        task: seggpt_video.load(
+            checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, task=task, lazy=True
+        )
+        for task in ("instance", "semantic")
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        results = bench_examples.measure(
+            segmenters, val, val, train, list(bench_examples.MODES), Path(scratch)
+        )
+    return {
+        "cases": [
+            {"mode": mode, **{k: r["global"][k] for k in ("J&F-Mean", "J-Mean", "F-Mean")}}
+            for mode, r in results.items()
+        ],
+        "per_sequence": {mode: r["per_sequence"] for mode, r in results.items()},
+    }
+
+
 # -- machine, inputs, report ------------------------------------------------------------------
 def gpu_info(device: torch.device) -> dict | None:
     """Name, memory, compute capability, driver and CUDA/cuDNN versions; None off CUDA."""
@@ -587,13 +653,23 @@ TABLES = {
             ("write s", "write"),
         ],
     ),
+    "examples": (
+        "an example from outside the clip against its own first frame (memory 8)",
+        [("mode", "mode"), ("mean IoU", "mean_iou"), ("frames/s", "frames_per_second")],
+    ),
+    "davis_examples": (
+        "DAVIS 2016 val: each sequence from another sequence's example (bench_examples.py)",
+        [("mode", "mode"), ("J&F", "J&F-Mean"), ("J", "J-Mean"), ("F", "F-Mean")],
+    ),
 }
 
 
 def summary_tables(result: dict) -> None:
     """One short table per section; a failed or skipped case shows why in its note."""
     for section, (title, columns) in TABLES.items():
-        data = result.get(section, {})
+        if section not in result:
+            continue  # a section this run did not ask for
+        data = result[section]
         details = [data["dtype"]] if "dtype" in data else []
         if "clip" in data:
             details.append(f"{data['clip']['size']}, {data['clip']['frames']} frames")
@@ -658,6 +734,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--threads", type=int, default=None, help="CPU threads (default: torch's; 1 at test size)"
     )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--davis-val", type=Path, default=None, help="DAVIS 2016 val (examples)")
+    parser.add_argument("--davis-train", type=Path, default=None, help="DAVIS 2016 train, 240p")
     args = parser.parse_args(argv)
 
     began = time.perf_counter()
@@ -727,7 +805,10 @@ def main(argv: list[str] | None = None) -> dict:
             ("compile", lambda: check_compile(check, eager_case(result))),
             ("oom_backoff", lambda: check_oom_backoff(check)),
             ("end_to_end", lambda: check_end_to_end(check, clip, clip_labels[0], scratch)),
+            ("examples", lambda: check_examples(check, clip_frames, clip_labels, args.seed)),
         ]
+        if args.davis_val is not None and args.davis_train is not None and args.checkpoint:
+            sections.append(("davis_examples", lambda: check_davis_examples(args)))
         name = "gpu_check" if device.type == "cuda" else "gpu_check_cpu"
         for section, run in sections:
             result[section] = run_section(section, run)

@@ -14,7 +14,15 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import gpu_check  # noqa: E402
 
-SECTIONS = ("precision", "throughput", "attention", "compile", "oom_backoff", "end_to_end")
+SECTIONS = (
+    "precision",
+    "throughput",
+    "attention",
+    "compile",
+    "oom_backoff",
+    "end_to_end",
+    "examples",
+)
 
 
 def run_check(tmp_path: Path, *extra: str) -> dict:
