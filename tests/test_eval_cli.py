@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,3 +241,36 @@ def test_torchrun_ranks_share_the_sequences_and_rank_0_merges(davis, tmp_path):
     ]
     for name in ("global_results-val.csv", "per-sequence_results-val.csv"):
         assert (tmp_path / "ranks" / name).read_text() == (tmp_path / "alone" / name).read_text()
+
+
+def test_eval_examples_are_prompts_beside_the_given_masks_and_part_of_the_settings(davis, tmp_path):
+    """--example: the same sequence's masks as the API gives with that example; recorded by
+    content in predictions.json, so another example is another setting."""
+    from PIL import Image
+
+    import seggpt_video
+
+    sequence = open_benchmark(davis).sequences[1]
+    image = tmp_path / "example.png"
+    Image.fromarray(next(sequence.iter_images())).save(image)
+    mask = sequence.annotated[0]
+    out = tmp_path / "run"
+    model = ["--model", "seggpt-tiny", "--device", "cpu", "--dtype", "fp32", "--memory", "2"]
+    invoke(davis, "-o", out, "--sequences", sequence.name, "--example", f"{image}:{mask}", *model)
+    recorded = json.loads((out / "predictions.json").read_text())
+    assert [Path(e["image"]).name for e in recorded["examples"]] == ["example.png"]
+    segmenter = seggpt_video.load("seggpt-tiny", device="cpu", dtype="fp32", memory=2)
+    expected = segmenter.segment(
+        sequence.frames[0].parent, masks=sequence.prompts(), examples=[(image, mask)]
+    )
+    for frame in expected:
+        written = read_mask(out / sequence.name / f"{sequence.frame_names[frame.index]}.png")
+        assert np.array_equal(written, frame.labels), frame.index
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)  # another example, same path
+    write_mask = tmp_path / "m.png"
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(write_mask)
+    result = runner.invoke(
+        app, eval_args(davis, "-o", out, "--sequences", sequence.name, "--example",
+                       f"{image}:{write_mask}", *model)
+    )  # fmt: skip
+    assert result.exit_code != 0 and "other settings" in str(result.exception)
