@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from seggpt_video.batch import ClipJob, ClipRecord
     from seggpt_video.distributed import Rank
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)
 FAILED = 1  # some clip failed (the others are done); 2 stays "the command itself was wrong"
 STATUS_SECONDS = 5.0  # how often OUT/batch.jsonl is rewritten while clips finish
 TABLE_ROWS = 40  # above this many clips the closing table lists the failed ones only
@@ -59,7 +59,7 @@ class Engine(str, Enum):
     ray = "ray"
 
 
-@app.command()
+@app.command(short_help="Segment many clips: one process, torchrun ranks or Ray.")
 def batch(
     manifest: Annotated[
         Path,

@@ -47,10 +47,10 @@ if TYPE_CHECKING:
     from seggpt_video.evaluation.scoring import Results
     from seggpt_video.evaluation.sharding import Shard
 
-console = Console()
+console = Console(emoji=False)
 
 
-@app.command("eval")
+@app.command("eval", short_help="Score masks on DAVIS or YouTube-VOS, or run the model first.")
 def eval_command(
     dataset: Annotated[
         Path,

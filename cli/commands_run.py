@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from seggpt_video.cli.app import INTERRUPTED, app
@@ -41,11 +42,11 @@ if TYPE_CHECKING:
     from seggpt_video.engine import SegmentedFrame
 
 # Progress and messages go to stderr: stdout may carry the masks (``-o -``).
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)
 DEFAULT_FORMATS = ["davis", "overlay", "summary"]
 
 
-@app.command()
+@app.command(short_help="Segment a video from a first-frame mask or from examples.")
 def run(
     video: Annotated[
         Path,
@@ -123,7 +124,7 @@ def run(
         video, mask, example, frames, resize_mask=resize_mask, backend=backend
     ) as clip:
         for note in clip.warnings:
-            console.print(f"[yellow]warning:[/] {note}", highlight=False)
+            console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
         if output == STDOUT:
             _check_stream(clip.object_ids, stream_object)
         else:
@@ -131,7 +132,7 @@ def run(
         predictor = segmenter.engine.predictor
         info = clip.source.info
         console.print(
-            f"{info.name}: {info.num_frames} frames {info.width}x{info.height} "
+            f"{escape(info.name)}: {info.num_frames} frames {info.width}x{info.height} "
             f"@ {info.fps:.3g} fps ({info.backend}); {len(clip.object_ids)} object(s)"
             f"{f', {len(clip.examples)} example(s)' if clip.examples else ''}; "
             f"model {predictor.name} on {predictor.device} {segmenter.dtype_name}",
