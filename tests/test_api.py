@@ -179,3 +179,18 @@ def test_bad_api_input_raises_a_one_line_user_error(tmp_path, clip, segmenter):
         with pytest.raises(UserError, match=words) as caught:
             call()
         assert "\n" not in str(caught.value)
+
+
+def test_a_changed_example_file_is_a_change_of_settings(tmp_path, clip, scene):
+    video, _ = clip
+    image, mask = tmp_path / "example.png", tmp_path / "example_mask.png"
+    Image.fromarray(scene[0][3]).save(image)
+    write_palette_png(mask, scene[1][3])
+    out = tmp_path / "out"
+    args = ["run", video, "--example", f"{image}:{mask}", "-o", out, "-f", "davis", *MODEL]
+    run(*args)
+    again = runner.invoke(app, [str(a) for a in args])  # the same files: resumes, nothing to do
+    assert again.exit_code == 0, again.output
+    write_palette_png(mask, scene[1][4])  # same path, other content
+    changed = runner.invoke(app, [str(a) for a in args])
+    assert changed.exit_code != 0 and "examples" in str(changed.exception)
