@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -97,11 +98,17 @@ def perturbed_predictions(benchmark: Benchmark, folder: Path) -> Path:
     return folder
 
 
-def run(command: list[str], env: dict | None = None) -> float:
-    """Wall-clock seconds of one command, which must succeed."""
+def run(command: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (user + system, its worker processes too) of one command.
+
+    CPU seconds move less than wall-clock ones when other work shares the cores.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def export_revision(revision: str, folder: Path) -> dict:
@@ -194,24 +201,27 @@ def main() -> None:
         rows = []
         names = list(commands)
         for round_index in range(args.rounds):
-            times = {}
+            times, cpu = {}, {}
             shift = round_index % len(names)  # each command goes first in turn
             order = names[shift:] + names[:shift]
             for who in order:
                 command, env, out = commands[who]
                 if out is not None:
                     shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
-                times[who] = run(command, env)
+                times[who], cpu[who] = run(command, env)
             row = {
                 "round": round_index + 1,
                 "first": order[0],
                 "ours_s": round(times["ours"], 3),
                 "vos_benchmark_s": round(times["vos-benchmark"], 3),
                 "ratio": round(times["ours"] / times["vos-benchmark"], 3),
+                "ours_cpu_s": round(cpu["ours"], 3),
+                "vos_benchmark_cpu_s": round(cpu["vos-benchmark"], 3),
             }
             if "baseline" in times:
                 row["baseline_s"] = round(times["baseline"], 3)
                 row["baseline_ratio"] = round(times["baseline"] / times["vos-benchmark"], 3)
+                row["baseline_cpu_s"] = round(cpu["baseline"], 3)
             if "decode-only" in times:
                 row["decode_only_s"] = round(times["decode-only"], 3)
                 row["torch_import_s"] = round(times["torch-import"], 3)
@@ -226,7 +236,8 @@ def main() -> None:
             )
 
     columns = ["round", "first", "ours_s", "vos_benchmark_s", "ratio"]
-    columns += [c for c in ("baseline_s", "baseline_ratio") if args.baseline]
+    columns += ["ours_cpu_s", "vos_benchmark_cpu_s"]
+    columns += [c for c in ("baseline_s", "baseline_ratio", "baseline_cpu_s") if args.baseline]
     columns += [c for c in ("decode_only_s", "torch_import_s") if args.floor]
     print_table(
         f"DAVIS 2016 val, {len(benchmark.sequences)} sequences, {n_frames} frames: "
@@ -244,6 +255,10 @@ def main() -> None:
         print(
             f"baseline {args.baseline}: median {medians['baseline_s']:.2f} s, ratio "
             f"{medians['baseline_s'] / median_vos:.3f}; CSVs byte for byte ours: {same_as_baseline}"
+        )
+        print(
+            f"CPU seconds: ours {medians['ours_cpu_s']:.2f}, baseline "
+            f"{medians['baseline_cpu_s']:.2f}, vos-benchmark {medians['vos_benchmark_cpu_s']:.2f}"
         )
     if args.floor:
         print(
