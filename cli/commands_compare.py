@@ -32,7 +32,10 @@ def compare(
     ],
     split: Annotated[
         str | None,
-        typer.Option(help="Which per-sequence_results-<split>.csv of a folder holding several."),
+        typer.Option(
+            metavar="SPLIT",
+            help="Which per-sequence_results-<split>.csv of a folder holding several.",
+        ),
     ] = None,
     plot: Annotated[
         Path | None,
