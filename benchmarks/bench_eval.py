@@ -13,9 +13,10 @@ per sequence (no model needed), written once to /tmp/eval-preds.
 On a busy machine seconds move with the load; ratios taken within one run do not move as much.
 `--baseline REV` times `eval` as it was at git revision REV too, in the same rounds (its
 ratio beside ours: before and after in one run), and checks that its CSVs are byte for byte
-ours. `--floor` times two references each round: `import torch` alone, and decoding every
-mask PNG the scoring reads (read_labels_many, 4 threads) with no measuring: no PIL-based
-scorer of these files, in a fresh process, can be faster than the second.
+ours; REV may also be a source folder laid out as the repository (an uncommitted experiment).
+`--floor` times two references each round: `import torch` alone, and decoding every mask PNG
+the scoring reads (read_labels_many, 4 threads) with no measuring: no PIL-based scorer of
+these files, in a fresh process, can be faster than the second.
 
 Usage: python benchmarks/bench_eval.py [--data /work/shared/data/davis2016-val]
            [--predictions DIR] [--rounds 5] [--baseline REV] [--floor]
@@ -164,7 +165,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/davis2016-val"))
     parser.add_argument("--predictions", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--baseline", default=None, help="git revision to time as well")
+    parser.add_argument(
+        "--baseline", default=None, help="git revision (or source folder) to time as well"
+    )
     parser.add_argument("--floor", action="store_true", help="time torch import, decoding")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -188,7 +191,10 @@ def main() -> None:
         commands = {"ours": (ours, None, output), "vos-benchmark": (theirs, None, None)}
         if args.baseline:
             baseline_out = Path(scratch) / "baseline-out"
-            env = export_revision(args.baseline, Path(scratch) / "baseline")
+            if Path(args.baseline).is_dir():
+                env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
+            else:
+                env = export_revision(args.baseline, Path(scratch) / "baseline")
             command = [sys.executable, "-m", "seggpt_video.cli", *eval_args, str(baseline_out)]
             commands["baseline"] = (command, env, baseline_out)
         if args.floor:
