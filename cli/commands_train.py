@@ -85,6 +85,26 @@ def train(
         bool,
         typer.Option(help="Colour jitter and a query crop moved against the prompt's."),
     ] = False,
+    davis_composites: Annotated[
+        float,
+        typer.Option(
+            metavar="SHARE",
+            min=0.0,
+            max=1.0,
+            help="Share of DAVIS samples that are multi-object: 1-2 objects of other sequences "
+            "pasted over a sequence, scaled 0.15-0.6; the rest stay single-object.",
+        ),
+    ] = 0.0,
+    late_annotation: Annotated[
+        float,
+        typer.Option(
+            metavar="SHARE",
+            min=0.0,
+            max=1.0,
+            help="Share of multi-object feature-ensemble groups with an object first annotated "
+            "on a later frame (entering there, or visible but unannotated before).",
+        ),
+    ] = 0.0,
     synthetic_weight: Annotated[
         float, typer.Option(metavar="WEIGHT", min=0.0, help="Sampling weight of synthetic pairs.")
     ] = 1.0,
@@ -154,6 +174,8 @@ def train(
         davis_weight=davis_weight,
         davis_exclude=[n.strip() for n in (davis_exclude or "").split(",") if n.strip()],
         davis_augment=davis_augment,
+        davis_composites=davis_composites,
+        late_annotation=late_annotation,
         synthetic_weight=synthetic_weight,
         seed=seed,
         bf16=bf16,

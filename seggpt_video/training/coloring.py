@@ -25,6 +25,7 @@ from tqdm import tqdm
 from seggpt_video.errors import UserError
 from seggpt_video.io.atomic import atomic_path, write_text_atomic
 from seggpt_video.model import SegGPT, build_model, load_checkpoint, save_checkpoint
+from seggpt_video.training.composites import CompositePairs, LateAnnotation
 from seggpt_video.training.pairs import (
     Batch,
     DavisPairs,
@@ -94,6 +95,11 @@ class TrainConfig:
     # augmentation (shared colour jitter, a query box moved against the prompt's).
     davis_exclude: list[str] = field(default_factory=list)
     davis_augment: bool = False
+    # Multi-object samples (issue 24, training.composites): this share of the DAVIS weight goes
+    # to copy-paste composites of those sequences (the rest stays single-object DAVIS), and this
+    # share of multi-object ensemble groups has an object first annotated on a later prompt.
+    davis_composites: float = 0.0
+    late_annotation: float = 0.0
     synthetic_weight: float = 1.0
     seed: int = 0
     bf16: bool = False
@@ -122,16 +128,28 @@ def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
 
 def build_sources(config: TrainConfig, size: int) -> tuple[list, list[float]]:
     """Pair sources and their sampling weights."""
+    for name in ("davis_composites", "late_annotation"):
+        if not 0 <= getattr(config, name) <= 1:
+            raise UserError(f"train: {name} {getattr(config, name)}: expected a share in [0, 1]")
     sources: list = []
     weights: list[float] = []
     if config.synthetic_weight > 0:
-        sources.append(SyntheticPairs(size))
+        synthetic = SyntheticPairs(size)
+        if config.late_annotation > 0:
+            synthetic = LateAnnotation(synthetic, config.late_annotation)
+        sources.append(synthetic)
         weights.append(config.synthetic_weight)
     for root in config.davis:
-        sources.append(
-            DavisPairs(root, size, exclude=set(config.davis_exclude), augment=config.davis_augment)
+        davis = DavisPairs(
+            root, size, exclude=set(config.davis_exclude), augment=config.davis_augment
         )
-        weights.append(config.davis_weight)
+        if config.davis_composites < 1:
+            sources.append(davis)
+            weights.append(config.davis_weight * (1 - config.davis_composites))
+        if config.davis_composites > 0:
+            composites = CompositePairs(davis.sequences, size, late_share=config.late_annotation)
+            sources.append(LateAnnotation(composites, config.late_annotation))
+            weights.append(config.davis_weight * config.davis_composites)
     if not sources:
         raise UserError("train: no data (synthetic weight is 0 and no --davis folder given)")
     return sources, weights
@@ -204,7 +222,8 @@ def train(
     checkpoint_path = output / CHECKPOINT
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if state["config"] != asdict(config):
+        # Settings added since a checkpoint was made had their defaults then.
+        if {**asdict(TrainConfig()), **state["config"]} != asdict(config):
             raise UserError(
                 f"{checkpoint_path}: was made with different settings ({state['config']}); "
                 "use another --output folder or the same options"

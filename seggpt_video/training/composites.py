@@ -275,7 +275,7 @@ class CompositePairs:
         self.scales = scales
         self.max_pasted = max_pasted
 
-    def _layers(
+    def layers(
         self, rng: np.random.Generator, base: int, span: tuple[int, int], entry: int
     ) -> list[Layer]:
         """1-``max_pasted`` objects of other sequences, shown over base frames ``span`` (first,
@@ -324,7 +324,7 @@ class CompositePairs:
                 rng.integers(max(0, first - self.max_gap), min(length, first + self.max_gap + 1))
             )
             span = (min(first, second), max(first, second))
-            layers = self._layers(rng, base, span, entry=span[0])
+            layers = self.layers(rng, base, span, entry=span[0])
             images, ids = self._frames(base, layers, [first, second], rng)
             if ids[0].any():
                 break
@@ -353,7 +353,7 @@ class CompositePairs:
                 entry = int(rng.integers(positions[0] + 1, latest + 1))
                 positions = [entry, *positions]
             indices = [*positions, query]
-            layers = self._layers(rng, base, (min(indices), max(indices)), entry)
+            layers = self.layers(rng, base, (min(indices), max(indices)), entry)
             images, ids = self._frames(base, layers, indices, rng)
             if ids[0].any():
                 break
