@@ -104,3 +104,12 @@ def test_sequence_summary_is_the_mean_over_objects():
     score = SequenceScore("a", ["1", "2"], np.array([[1.0, 0.0], [0.5, 0.5]]), np.ones((2, 2)))
     (summary,) = summarize_sequences([score])
     assert summary.j == 0.5 and summary.f == 1.0 and summary.j_and_f == 0.75
+
+
+def test_plots_into_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    davis = make_davis(tmp_path / "DAVIS")
+    predictions = write_predictions(tmp_path / "pred", ground_truth)
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    error = main_error(capsys, monkeypatch, davis, "-p", predictions, "--plots", taken)
+    assert f"{taken}: a file, not a folder for the plots" in error

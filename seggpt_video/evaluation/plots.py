@@ -120,7 +120,12 @@ def write_eval_plots(
     if not scores:
         raise UserError(f"{folder}: no scored sequence to plot")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{folder}: a file, not a folder for the plots") from None
+    except OSError as error:
+        raise UserError(f"{folder}: cannot make the plots folder ({error.strerror})") from None
     by_name = {sequence.name: sequence for sequence in sequences}
     written = [_save(_sequence_chart(summarize_sequences(scores)), folder / "sequences.png")]
     pages = [scores[i : i + SEQUENCES_PER_PAGE] for i in range(0, len(scores), SEQUENCES_PER_PAGE)]
@@ -314,6 +319,11 @@ def _save(figure: Figure, path: Path, colours: int | None = None) -> Path:
         buffer = io.BytesIO()
         quantized.save(buffer, format="png", optimize=True)
         data = buffer.getvalue()
-    with atomic_path(path) as partial:
-        partial.write_bytes(data)
+    if path.is_dir():
+        raise UserError(f"{path}: a folder; name the PNG file to write")
+    try:
+        with atomic_path(path) as partial:
+            partial.write_bytes(data)
+    except OSError as error:
+        raise UserError(f"{path}: cannot write the plot ({error.strerror or error})") from None
     return path
