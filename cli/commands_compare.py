@@ -15,7 +15,7 @@ from seggpt_video.cli.app import app
 from seggpt_video.errors import UserError
 
 console = Console()
-STYLES = {"better": "green", "worse": "red", "same": ""}
+STYLES = {"better": "green", "worse": "red", "same": "", "n/a": "dim"}
 
 
 @app.command()

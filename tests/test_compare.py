@@ -122,3 +122,15 @@ def test_bad_inputs_are_one_line_naming_the_file(two_runs, tmp_path, capsys, mon
     assert "line 2" in error(write_csv(tmp_path / "nan.csv", "alpha_1,high,0.1\n"), b)
     headers_only = write_csv(tmp_path / "headers.csv", "")
     assert f"{headers_only}: no sequences" in error(headers_only, b)
+
+
+def test_a_sequence_without_scores_is_not_a_change(tmp_path):
+    a = write_csv(tmp_path / "a.csv", "alpha_1,0.5,0.5\nbeta_1,,\n")
+    b = write_csv(tmp_path / "b.csv", "alpha_1,0.4,0.4\nbeta_1,0.9,0.9\n")
+    comparison = compare_results(a, b)
+    assert [(row.name, row.verdict) for row in comparison.rows] == [
+        ("alpha_1", "worse"),
+        ("beta_1", "n/a"),
+    ]
+    assert (comparison.mean_a, comparison.mean_b) == (0.5, 0.4)  # over alpha only
+    assert (comparison.n_better, comparison.n_worse) == (0, 1)

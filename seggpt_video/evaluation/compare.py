@@ -56,8 +56,13 @@ class Change:
 
     @property
     def verdict(self) -> str:
-        """``better``, ``worse`` or ``same`` (a J&F change within ``UNCHANGED``)."""
+        """``better``, ``worse``, ``same`` (a J&F change within ``UNCHANGED``) or ``n/a``.
+
+        ``n/a``: a side has no number (a sequence without a scored frame).
+        """
         change = self.delta_j_and_f
+        if math.isnan(change):
+            return "n/a"
         if change > UNCHANGED:
             return "better"
         if change < -UNCHANGED:
@@ -85,11 +90,13 @@ class Comparison:
 
     @property
     def mean_a(self) -> float:
-        return _mean(row.a.j_and_f for row in self.rows)
+        """A's mean J&F over the rows both sides have a number for."""
+        return _mean(row.a.j_and_f for row in self.rows if row.verdict != "n/a")
 
     @property
     def mean_b(self) -> float:
-        return _mean(row.b.j_and_f for row in self.rows)
+        """B's mean J&F over the same rows as ``mean_a``."""
+        return _mean(row.b.j_and_f for row in self.rows if row.verdict != "n/a")
 
 
 def results_csv(path: Path, split: str | None = None) -> Path:
@@ -119,7 +126,7 @@ def read_sequence_results(path: Path) -> dict[str, SequenceResult]:
     Empty values (NaN: a sequence without a scored frame) are kept as NaN.
     """
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # a spreadsheet's BOM too
             reader = csv.DictReader(handle)
             missing = [c for c in SEQUENCE_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -184,5 +191,5 @@ def _sort_key(value: float) -> float:
 
 
 def _mean(values) -> float:
-    kept = [value for value in values if not math.isnan(value)]
+    kept = list(values)
     return sum(kept) / len(kept) if kept else math.nan

@@ -155,11 +155,11 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
     require_matplotlib()
     from matplotlib.figure import Figure
 
-    rows = sorted(comparison.rows, key=lambda row: row.delta_j_and_f)
+    rows = comparison.rows[::-1]  # barh draws bottom-up: the best improvement on top
     figure = Figure(figsize=(7.5, 1.2 + 0.24 * len(rows)), layout="constrained")
     axes = figure.add_subplot()
     deltas = [row.delta_j_and_f for row in rows]
-    palette = {"better": "#2a9d3a", "worse": "#d1342f", "same": "#888888"}
+    palette = {"better": "#2a9d3a", "worse": "#d1342f", "same": "#888888", "n/a": "#888888"}
     colours = [palette[row.verdict] for row in rows]
     axes.barh(range(len(rows)), deltas, color=colours)
     axes.set_yticks(range(len(rows)), [row.name for row in rows], fontsize=8)
