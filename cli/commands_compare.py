@@ -74,10 +74,13 @@ def compare(
             style=STYLES[row.verdict],
         )
     console.print(table)
-    better, worse = comparison.n_better, comparison.n_worse
+    counts = {verdict: 0 for verdict in STYLES}
+    for row in comparison.rows:
+        counts[row.verdict] += 1
+    unscored = f", {counts['n/a']} without a score on a side" if counts["n/a"] else ""
     console.print(
-        f"{len(comparison.rows)} sequences in common: {better} better, {worse} worse, "
-        f"{len(comparison.rows) - better - worse} the same; mean J&F "
+        f"{len(comparison.rows)} sequences in common: {counts['better']} better, "
+        f"{counts['worse']} worse, {counts['same']} the same{unscored}; mean J&F "
         f"{_number(comparison.mean_a)} -> {_number(comparison.mean_b)}",
         highlight=False,
     )
