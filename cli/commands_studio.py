@@ -37,20 +37,28 @@ def studio(
         typer.Option(
             "--output",
             "-o",
+            metavar="DIR",
             help="Folder for the objects, annotations (annotations/) and results (results/); "
             "reopening it restores them.",
         ),
     ] = Path("seggpt-studio"),
     host: Annotated[
-        str, typer.Option(help="Address to listen on; 0.0.0.0 serves every network (warned).")
+        str,
+        typer.Option(
+            metavar="ADDRESS", help="Address to listen on; 0.0.0.0 serves every network (warned)."
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 0,
+    port: Annotated[
+        int, typer.Option(metavar="N", help="Port to listen on; 0 picks a free one.")
+    ] = 0,
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Print the URL only (e.g. on a remote machine).")
     ] = False,
     allow_host: Annotated[
         list[str] | None,
-        typer.Option(help="Another Host name the page may be reached by (a reverse proxy's)."),
+        typer.Option(
+            metavar="NAME", help="Another Host name the page may be reached by (a reverse proxy's)."
+        ),
     ] = None,
     example: Annotated[
         list[str] | None,
