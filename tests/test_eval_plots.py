@@ -46,6 +46,8 @@ def test_plots_show_the_worst_frame_first_and_agree_with_the_scores(tmp_path):
     plots = tmp_path / "plots"
     result = invoke(davis, "-p", predictions, "-o", tmp_path / "out", "--plots", plots)
     assert "Plots saved" in result.output
+    # Drawn on the Agg canvas directly: no pyplot state or display backend in the caller.
+    assert "matplotlib.pyplot" not in sys.modules
 
     for name in ("sequences.png", "frames.png", "worst-frames.png"):
         assert_png(plots / name)
