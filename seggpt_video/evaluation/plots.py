@@ -199,6 +199,7 @@ def _sequence_chart(summaries: list[SequenceSummary]) -> Figure:
 
 def _frame_curves(scores: list[SequenceScore], by_name: dict[str, Sequence]) -> Figure:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     columns = min(4, len(scores))
     rows = -(-len(scores) // columns)
@@ -217,6 +218,7 @@ def _frame_curves(scores: list[SequenceScore], by_name: dict[str, Sequence]) -> 
         axes.axhline(mean_j, color="gray", linewidth=0.7, linestyle="--")
         axes.set_title(f"{score.sequence}  J {mean_j:.3f}", fontsize=8)
         axes.set_ylim(-0.02, 1.02)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.tick_params(labelsize=7)
         axes.grid(alpha=0.3)
         if score.j.shape[0] > 1:
@@ -262,7 +264,7 @@ def _worst_frame_sheet(
         )
         for offset, (image, title) in enumerate(zip(images, titles, strict=True)):
             axes = grid[row, 3 * first + offset]
-            axes.imshow(image, interpolation="bilinear")
+            axes.imshow(image, interpolation="antialiased")
             axes.set_title(title, fontsize=7, pad=2)
     figure.suptitle(
         f"The {len(chosen)} frames with the lowest J (truth green, prediction red)",
@@ -290,7 +292,9 @@ def _panels(
     truth = read_mask(sequence.annotated[index]) == worst.object_id
     prediction = read_mask(predictions / worst.sequence / f"{worst.frame}.png") == worst.object_id
     size = (THUMB_WIDTH, max(1, round(THUMB_WIDTH * image.height / image.width)))
-    thumb = np.asarray(image.resize(size, Image.BILINEAR))
+    # Shrinking averages (bilinear); a frame smaller than the panel keeps its pixels sharp.
+    resample = Image.BILINEAR if image.width > THUMB_WIDTH else Image.NEAREST
+    thumb = np.asarray(image.resize(size, resample))
     return (
         thumb,
         _tinted(thumb, truth, size, TRUTH_COLOUR),
@@ -300,7 +304,8 @@ def _panels(
 
 def _tinted(thumb: np.ndarray, mask: np.ndarray, size: tuple[int, int], colour) -> np.ndarray:
     """The frame in dim gray (compresses well), the mask blended with colour. mask: (H, W) bool."""
-    small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR))
+    resample = Image.BILINEAR if mask.shape[1] > size[0] else Image.NEAREST
+    small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, resample))
     alpha = (small.astype(np.float32) / 255.0)[..., None] * 0.7
     gray = thumb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     dimmed = np.round(gray * (0.45 / 8)).clip(0, 255)[..., None] * 8  # 32 gray levels at most
