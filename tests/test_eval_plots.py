@@ -115,3 +115,14 @@ def test_plots_into_a_file_is_one_line(tmp_path, capsys, monkeypatch):
     taken.write_text("not a folder")
     error = main_error(capsys, monkeypatch, davis, "-p", predictions, "--plots", taken)
     assert f"{taken}: a file, not a folder for the plots" in error
+
+
+def test_worst_default_is_the_librarys():
+    import typer.main
+
+    from seggpt_video.cli.app import app
+    from seggpt_video.evaluation.plots import WORST_DEFAULT
+
+    command = typer.main.get_command(app).commands["eval"]
+    (worst,) = [param for param in command.params if param.name == "worst"]
+    assert worst.default == WORST_DEFAULT  # a literal in the CLI, which imports no numpy
