@@ -8,11 +8,9 @@ Run alone, a process is rank 0 of 1 and none of this costs anything.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-
-import torch
-import torch.distributed as dist
 
 from seggpt_video.errors import UserError
 
@@ -44,7 +42,11 @@ class Rank:
     @property
     def device(self) -> str:
         """One GPU per rank (``cuda:LOCAL_RANK``) when there are GPUs, else the usual choice."""
-        return f"cuda:{self.local_rank}" if torch.cuda.is_available() and self.size > 1 else "auto"
+        if self.size == 1:
+            return "auto"
+        import torch
+
+        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "auto"
 
     def start(self, timeout: timedelta | None = None) -> None:
         """Join the process group (NCCL with GPUs, gloo without); nothing to do when alone.
@@ -52,7 +54,12 @@ class Rank:
         timeout: how long a collective (a barrier) may wait for the slowest rank; None keeps
         torch's default (30 minutes for gloo), too short for ranks whose shares end hours apart.
         """
-        if self.size > 1 and not dist.is_initialized():
+        if self.size == 1:
+            return
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
             if torch.cuda.is_available():
                 torch.cuda.set_device(self.local_rank)
             backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -60,10 +67,17 @@ class Rank:
 
     def barrier(self) -> None:
         """Wait until every rank has finished its share."""
-        if self.size > 1 and dist.is_initialized():
-            dist.barrier()
+        if self.size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
 
     def stop(self) -> None:
         """Leave the process group."""
+        if "torch" not in sys.modules:
+            return  # nothing imported torch, so no group was joined
+        import torch.distributed as dist
+
         if dist.is_initialized():
             dist.destroy_process_group()
