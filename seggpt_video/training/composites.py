@@ -334,9 +334,9 @@ class CompositePairs:
         """A query and ``prompts`` prompts of one composite, as the engine prompts a frame.
 
         With probability ``late_share`` (and two prompts or more) the pasted objects enter at a
-        frame ``e`` after the annotated frame ``a``: the prompts are ``e`` (where they are
-        annotated), ``a`` (without them: they are not there yet) and the frames just before the
-        query, as the engine's memory is after ``--mask a:... --mask e:...``.
+        frame ``e`` between the annotated frame ``a`` and the query: the prompts are ``e`` (where
+        they are annotated), ``a`` and the frames just before the query, those before ``e``
+        without them, as the engine's memory is after ``--mask a:... --mask e:...``.
         """
         while True:
             base = int(rng.integers(len(self.sequences)))
@@ -347,10 +347,9 @@ class CompositePairs:
             query, positions = query + offset, [p + offset for p in positions]
             entry = positions[0]
             if late:
-                latest = min([query, *positions[1:]])
-                if latest <= positions[0]:
-                    continue  # no frame between the annotated one and the rest: draw again
-                entry = int(rng.integers(positions[0] + 1, latest + 1))
+                if query - 1 <= positions[0]:
+                    continue  # no frame between the annotated one and the query: draw again
+                entry = int(rng.integers(positions[0] + 1, query))
                 positions = [entry, *positions]
             indices = [*positions, query]
             layers = self.layers(rng, base, (min(indices), max(indices)), entry)
@@ -368,9 +367,10 @@ def _own_classes(ids: list[np.ndarray]) -> dict[int, int]:
 
 class LateAnnotation:
     """Another source's groups where, with probability ``share``, one object of two or more is
-    left out of the first prompt's mask (visible but not yet annotated there) and is annotated
-    on the next prompt: the engine's memory after ``--mask 0:a.png --mask 10:b.png``, where
-    frame 0's prompt paints b as background."""
+    first annotated on the nearest prompt: left out of the first prompt's mask (visible but not
+    annotated there) and of a random number of the older recent prompts (predicted before its
+    annotation). The engine's memory after ``--mask 0:a.png --mask 10:b.png``: frame 0's prompt
+    and the predictions before frame 10 paint b as background, only frame 10's shows it."""
 
     def __init__(self, source, share: float) -> None:
         self.source = source
@@ -382,13 +382,18 @@ class LateAnnotation:
 
     def sample_group(self, rng: np.random.Generator, prompts: int) -> Group:
         group = self.source.sample_group(rng, prompts)
-        first = group.prompt_ids[0]
-        objects = [int(i) for i in np.unique(first) if i]
+        objects = [int(i) for i in np.unique(group.prompt_ids[0]) if i]
         if prompts < 2 or len(objects) < 2 or rng.random() >= self.share:
             return group
         hidden = int(rng.choice(objects))
-        later = group.prompt_ids[1]
-        if not (later == hidden).any():  # the later prompt must show it to annotate it
+        if not (group.prompt_ids[1] == hidden).any():  # the nearest prompt must show it
             return group
-        unannotated = np.where(first == hidden, 0, first).astype(np.uint8)
-        return replace(group, prompt_ids=[unannotated, *group.prompt_ids[1:]])
+        older = int(rng.integers(0, prompts - 1))  # recent prompts 2.. are nearest first
+        unannotated = set(range(prompts - older, prompts)) | {0}
+        ids = [
+            np.where(frame_ids == hidden, 0, frame_ids).astype(np.uint8)
+            if k in unannotated
+            else frame_ids
+            for k, frame_ids in enumerate(group.prompt_ids)
+        ]
+        return replace(group, prompt_ids=ids)
