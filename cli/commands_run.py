@@ -170,11 +170,9 @@ def _formats(formats: list[str] | None, output: str) -> list[str]:
     """The formats asked for, checked with the output before any work; standard output carries
     the mattes as YUV4MPEG2 only."""
     from seggpt_video.clip import STDOUT, prepare_output
-    from seggpt_video.io.writers import FORMATS
+    from seggpt_video.io.writers import check_formats
 
-    unknown = [name for name in formats or [] if name not in FORMATS]
-    if unknown:
-        raise UserError(f"--format {unknown[0]}: unknown (choose from {', '.join(FORMATS)})")
+    check_formats(formats or [])
     if output != STDOUT:
         prepare_output(Path(output))
         return formats or DEFAULT_FORMATS

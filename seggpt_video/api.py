@@ -24,6 +24,7 @@ from seggpt_video.clip import (
     ImageInput,
     MaskInput,
     open_clip,
+    prepare_output,
     run_settings,
     segment_clip,
 )
@@ -175,8 +176,6 @@ class VideoSegmenter:
 
     def check_output(self, clip: Clip, output: Path | str, overwrite: bool = False) -> None:
         """Refuse, before any model loads, a folder holding a run with other settings."""
-        from seggpt_video.clip import prepare_output
-
         output = Path(output)
         prepare_output(output)
         check_settings(output / SETTINGS_FILE, self.settings(clip), overwrite)
@@ -205,18 +204,19 @@ class VideoSegmenter:
         as they are; change no annotation before N. ``on_frame`` sees every frame as it is
         written; an exception raised from it stops the run, keeping the finished frames.
         """
-        from seggpt_video.io.writers import FORMATS
+        from seggpt_video.io.writers import check_formats
 
-        unknown = [name for name in formats if name not in FORMATS]
-        if unknown:
-            raise UserError(f"format {unknown[0]!r}: unknown (choose from {', '.join(FORMATS)})")
+        check_formats(formats)
         opened = not isinstance(video, Clip)
         clip = self.open(
             video, masks, examples, frames, resize_mask=resize_mask, backend=backend
         ) if opened else video  # fmt: skip
         try:
+            settings = self.settings(clip)
             if str(output) != "-" and restart_from is None:
-                self.check_output(clip, output, overwrite)
+                # before the model loads (segment_clip records them after)
+                prepare_output(Path(output))
+                check_settings(Path(output) / SETTINGS_FILE, settings, overwrite)
             return segment_clip(
                 clip,
                 self.engine,
@@ -225,7 +225,7 @@ class VideoSegmenter:
                 overwrite=overwrite,
                 restart_from=restart_from,
                 stream_object=stream_object,
-                settings=self.settings(clip),
+                settings=settings,
                 on_frame=on_frame,
             )
         finally:

@@ -50,7 +50,7 @@ from seggpt_video.errors import UserError
 from seggpt_video.io.atomic import write_text_atomic
 from seggpt_video.io.state import STATE_FOLDER
 from seggpt_video.io.video import FRAME_SUFFIXES
-from seggpt_video.io.writers import FORMATS
+from seggpt_video.io.writers import check_formats
 
 STATUS_FILE = "batch.jsonl"
 RECORDS_FOLDER = Path(STATE_FOLDER) / "batch"
@@ -121,11 +121,7 @@ class ClipOptions:
     """'IMAGE:MASK' prompts from outside the videos, for every clip (absolute paths)."""
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.formats if name not in FORMATS]
-        if unknown:  # checked once here rather than failing every clip alike
-            raise UserError(
-                f"--format {unknown[0]}: not an output format (choose from {', '.join(FORMATS)})"
-            )
+        check_formats(self.formats)  # checked once here rather than failing every clip alike
 
 
 # -- the manifest ---------------------------------------------------------------------------

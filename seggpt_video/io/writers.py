@@ -590,6 +590,13 @@ class SummaryWriter(Writer):
 # --- assembling the outputs of a run ------------------------------------------------------------
 
 
+def check_formats(formats: Iterable[str]) -> None:
+    """UserError naming the first format that is not one of FORMATS (checked before any work)."""
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown:
+        raise UserError(f"unknown output format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
+
+
 def make_writers(
     formats: Iterable[str],
     output: Path | str,
@@ -606,9 +613,7 @@ def make_writers(
     carries (default: all objects merged).
     """
     formats = list(dict.fromkeys(formats))
-    unknown = [name for name in formats if name not in FORMATS]
-    if unknown:
-        raise UserError(f"unknown output format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
+    check_formats(formats)
     object_ids = list(object_ids)
     if str(output) == "-":
         if formats != ["y4m"]:
