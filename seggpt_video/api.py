@@ -98,10 +98,6 @@ class VideoSegmenter:
         self._engine: Segmenter | None = None
 
     @property
-    def loaded(self) -> bool:
-        return self._engine is not None
-
-    @property
     def engine(self) -> Segmenter:
         """The propagation engine around the loaded model (loaded on the first call)."""
         if self._engine is None:
