@@ -13,6 +13,7 @@ name is made by the server; bodies have a size limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import secrets
@@ -459,6 +460,7 @@ def build_app(studio: Studio) -> Starlette:
 
     shutting_down = asyncio.Event()
 
+    @contextlib.asynccontextmanager
     async def lifespan(app):
         if studio.config.warm_up:
             studio.propagation.warm_up()
