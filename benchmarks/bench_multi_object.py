@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="DAVIS 2016 train folder")
     parser.add_argument("--sequences", default="held-out", help="held-out, all, or a,b,...")
     parser.add_argument("--seed", type=int, default=0, help="of the pair list and placements")
+    parser.add_argument("--crops", default="auto", help="auto, on or off (run's --crops)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     try:
@@ -128,6 +129,7 @@ def main() -> None:
             device="cpu",
             dtype="fp32",
             memory=args.memory,
+            crops=args.crops,
         )
     except UserError as error:
         sys.exit(f"error: {error}")
@@ -164,7 +166,10 @@ def main() -> None:
             if chosen:
                 summaries.append(summary(f"{kind} {variant or 'all'}", chosen))
     weights = str(args.checkpoint or "seggpt-tiny (packaged)")
-    title = f"{weights}, memory {segmenter.options.memory}, fp32, {args.sequences} sequences"
+    title = (
+        f"{weights}, memory {segmenter.options.memory}, crops {args.crops}, fp32, "
+        f"{args.sequences} sequences"
+    )
     print_table(title, rows, ["clip", "scale", "area1 %", "area2 %", "J1", "J2", "lost"])
     print_table("summary", summaries, ["clip", "J1", "J2", "mean J", "lost", "objects"])
     print(f"{frames_done} frames in {seconds:.1f} s ({frames_done / seconds:.1f} frames/s)")
@@ -173,6 +178,7 @@ def main() -> None:
         {
             "weights": weights,
             "memory": segmenter.options.memory,
+            "crops": args.crops,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "pairs": [list(p) for p in pairs],
             "machine": machine(),

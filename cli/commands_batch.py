@@ -21,6 +21,8 @@ from seggpt_video.cli.options import (
     Backend,
     BatchSize,
     Checkpoint,
+    Crops,
+    CropsOption,
     Device,
     Dtype,
     Ensemble,
@@ -111,6 +113,7 @@ def batch(
     per_object: PerObject = False,
     refine: RefineOption = REFINE_DEFAULT,
     soft: Soft = False,
+    crops: CropsOption = Crops.auto,
     task: TaskOption = Task.instance,
     example: ExampleOption = None,
     prompt_file: PromptFile = None,
@@ -176,6 +179,7 @@ def batch(
         refine=Refine(refine).value,
         soft=soft,
         task=Task(task).value,
+        crops=Crops(crops).value,
     )
     if rank.is_main:
         console.print(

@@ -23,6 +23,8 @@ from seggpt_video.cli.options import (
     REFINE_DEFAULT,
     BatchSize,
     Checkpoint,
+    Crops,
+    CropsOption,
     Device,
     Dtype,
     Ensemble,
@@ -121,6 +123,7 @@ def eval_command(
     ensemble: EnsembleOption = Ensemble.feature,
     per_object: PerObject = False,
     refine: RefineOption = REFINE_DEFAULT,
+    crops: CropsOption = Crops.auto,
     task: TaskOption = Task.instance,
     example: ExampleOption = None,
     prompt_file: PromptFile = None,
@@ -165,6 +168,7 @@ def eval_command(
                 "prompt_file": prompt_file,
                 "refine": Refine(refine).value,
                 "task": Task(task).value,
+                "crops": Crops(crops).value,
             }
             loading = {"model": model, "checkpoint": checkpoint, "device": device, "dtype": dtype}
             _predict(mine, predictions, rank, loading, options, example or [])

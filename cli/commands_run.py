@@ -18,6 +18,8 @@ from seggpt_video.cli.options import (
     Backend,
     BatchSize,
     Checkpoint,
+    Crops,
+    CropsOption,
     Device,
     Dtype,
     Ensemble,
@@ -92,6 +94,7 @@ def run(
     per_object: PerObject = False,
     refine: RefineOption = REFINE_DEFAULT,
     soft: Soft = False,
+    crops: CropsOption = Crops.auto,
     task: TaskOption = Task.instance,
     prompt_file: PromptFile = None,
     resize_mask: ResizeMask = False,
@@ -119,6 +122,7 @@ def run(
         refine=refine,
         soft=soft,
         task=task,
+        crops=crops,
     )
     with segmenter.open(
         video, mask, example, frames, resize_mask=resize_mask, backend=backend

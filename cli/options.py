@@ -53,6 +53,14 @@ class Ensemble(str, Enum):
     spatial = "spatial"
 
 
+class Crops(str, Enum):
+    """Whether small objects are segmented on a window around them (seggpt_video/crops.py)."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class Refine(str, Enum):
     """How the upsampled prediction is refined before its ids are decided (see refine.py)."""
 
@@ -103,6 +111,13 @@ RefineOption = Annotated[
     typer.Option(
         help="guided: the upsampled prediction follows the frame's edges (guided filter); "
         "none: decoded as painted. The prompt memory is the same either way."
+    ),
+]
+CropsOption = Annotated[
+    Crops,
+    typer.Option(
+        help="auto: objects under 2% of the frame where annotated are segmented on a window "
+        "around them and pasted back; on: every object; off: never."
     ),
 ]
 Soft = Annotated[
@@ -182,6 +197,7 @@ def choose_segmenter(
     refine: Refine | str = DEFAULT_REFINE,
     soft: bool = False,
     task: Task | str = "instance",
+    crops: Crops | str = "auto",
 ) -> VideoSegmenter:
     """The segmenter these options ask for, its model not loaded yet (see seggpt_video.load;
     memory None: the model's default)."""
@@ -200,6 +216,7 @@ def choose_segmenter(
         refine=Refine(refine).value,
         soft=soft,
         task=Task(task).value,
+        crops=Crops(crops).value,
         prompt_file=prompt_file,
     )
 

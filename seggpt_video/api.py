@@ -70,6 +70,7 @@ class VideoSegmenter:
         per_object: bool = False,
         refine: str = DEFAULT_REFINE,
         soft: bool = False,
+        crops: str = "auto",
         task: str = "instance",
         prompt_file: Path | str | None = None,
     ) -> None:
@@ -93,6 +94,7 @@ class VideoSegmenter:
                 ensemble=str(getattr(ensemble, "value", ensemble)),
                 refine=str(getattr(refine, "value", refine)),
                 soft=soft,
+                crops=str(getattr(crops, "value", crops)),
             )
         )
         self._engine: Segmenter | None = None
@@ -251,11 +253,13 @@ def load(
     weights are on this machine, else seggpt-tiny (said in one line on stderr). checkpoint: a
     weights file or folder instead. device: auto, cpu, cuda, cuda:N. dtype: auto, fp32, fp16,
     bf16. options: memory (default per model), batch_size, ensemble ('feature' | 'spatial'),
-    per_object, refine ('guided' | 'none'), soft, task ('instance' | 'semantic'), prompt_file.
+    per_object, refine ('guided' | 'none'), soft, crops ('auto' | 'on' | 'off': small objects
+    on a window around them), task ('instance' | 'semantic'), prompt_file.
     lazy: load the model on first use instead of now (checks that need no model come first).
     """
     unknown = set(options) - {
-        "memory", "batch_size", "ensemble", "per_object", "refine", "soft", "task", "prompt_file",
+        "memory", "batch_size", "ensemble", "per_object", "refine", "soft", "crops", "task",
+        "prompt_file",
     }  # fmt: skip
     if unknown:
         raise TypeError(f"load() got unknown options: {', '.join(sorted(unknown))}")

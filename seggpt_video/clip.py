@@ -348,6 +348,7 @@ def run_settings(clip: Clip, segmenter: RunChoices, prompt_file: Path | None = N
         "upsample": options.upsample,
         "refine": refine_record(options.refine, options.refine_settings),
         "soft": options.soft,
+        "crops": options.crops,
         "prompt_file": str(prompt_file) if prompt_file else None,
     }
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seggpt_video.crops import CROP_MODES, Window, is_small, object_box, paste, window_around
 from seggpt_video.errors import UserError
 from seggpt_video.model.checkpoint import PACKAGED_MODEL
 from seggpt_video.objects import MAX_OBJECTS, DecodedBatch, ObjectPalette, decode_batch, hard_alpha
@@ -57,6 +58,9 @@ class SegmenterOptions:
         ids decoded at the model's size either way.
     refine_settings: the guided filter's settings.
     soft: also hand out soft mattes (``SegmentedFrame.alpha``).
+    crops: 'auto': objects smaller than crops.CROP_BELOW of the frame where they are annotated
+        are segmented on a window around them (seggpt_video/crops.py), not with ``soft``;
+        'on': every annotated object; 'off': none.
     """
 
     memory: int = DEFAULT_MEMORY
@@ -68,6 +72,7 @@ class SegmenterOptions:
     refine: str = DEFAULT_REFINE
     refine_settings: RefineSettings = DEFAULT_SETTINGS
     soft: bool = False
+    crops: str = "auto"
 
 
 @dataclass
@@ -108,6 +113,10 @@ def check_options(options: SegmenterOptions) -> SegmenterOptions:
         raise UserError(f"upsample {options.upsample!r}: expected bilinear or nearest")
     if options.refine not in REFINE_MODES:
         raise UserError(f"refine {options.refine!r}: expected {' or '.join(REFINE_MODES)}")
+    if options.crops not in CROP_MODES:
+        raise UserError(f"crops {options.crops!r}: expected {', '.join(CROP_MODES)}")
+    if options.crops == "on" and options.soft:
+        raise UserError("crops on gives hard masks only: use it without soft mattes")
     return options
 
 
@@ -171,6 +180,11 @@ class PromptMemory:
         """Prompts for the next frame: examples, annotated frames, then predictions oldest to
         newest."""
         return [*self.examples, *self.annotated, *self.recent]
+
+    def forget_frames(self) -> None:
+        """Drop the video's frames (annotated and predicted), keep the examples."""
+        self.annotated.clear()
+        self.recent.clear()
 
 
 class Segmenter:
@@ -299,6 +313,7 @@ class _Propagation:
         self.object_ids = object_ids
         self.present: set[int] = set()
         self.has_examples = False
+        self.crops: dict[int, _ObjectCrop] = {}
 
     def add_example(self, example: Example) -> None:
         """An example is a prompt, from the first frame on, of every pass that looks for one of
@@ -324,8 +339,31 @@ class _Propagation:
             merged[labels > 0] = labels[labels > 0]
         for one_pass in self.passes:
             one_pass.remember_annotated(index, query, merged)
+        self._crops_see_annotated(index, frame, labels, merged)
         alpha = hard_alpha(merged, self.object_ids) if self.options.soft else None
         return SegmentedFrame(index, frame, merged, self._model_size(merged), alpha=alpha)
+
+    def _crops_see_annotated(
+        self, index: int, frame: np.ndarray, annotation: np.ndarray, labels: np.ndarray
+    ) -> None:
+        """An annotated frame starts the crop pass of each small object it brings, and is a
+        prompt of the crop passes of the objects it annotates (the others: as predicted)."""
+        annotated = {int(i) for i in np.unique(annotation) if i}
+        for object_id in sorted(annotated - set(self.crops)):
+            if self._wants_crop(labels, object_id):
+                self.crops[object_id] = _ObjectCrop(self.predictor, self.options, object_id)
+        for object_id, crop in self.crops.items():
+            if object_id in annotated:
+                crop.remember_annotated(index, frame, labels)
+            else:
+                crop.remember_prediction(index, frame, labels)
+
+    def _wants_crop(self, labels: np.ndarray, object_id: int) -> bool:
+        if self.options.crops == "on":
+            return bool((labels == object_id).any())
+        return (
+            self.options.crops == "auto" and not self.options.soft and is_small(labels, object_id)
+        )
 
     def predict(self, batch: list[tuple[int, np.ndarray]]) -> Iterator[SegmentedFrame]:
         """Frames that go through the model together, each remembered as it is handed out."""
@@ -335,11 +373,21 @@ class _Propagation:
         model_labels = decoded.model_labels
         labels_np, model_np = decoded.labels.cpu().numpy(), model_labels.cpu().numpy()
         alpha_np = decoded.alpha.cpu().numpy() if decoded.alpha is not None else None
+        if self.crops:
+            # Small objects come from their crop passes; the memory keeps the pasted ids.
+            for object_id, crop in self.crops.items():
+                window = crop.window
+                for labels, inside in zip(labels_np, crop.segment(frames), strict=True):
+                    paste(labels, object_id, window, inside)
+            model_np = np.stack([self._model_size(labels) for labels in labels_np])
+            model_labels = torch.from_numpy(model_np).to(queries.device)
         for position, (index, frame) in enumerate(batch):
             for one_pass in self.passes:
                 one_pass.remember_prediction(
                     index, queries[position : position + 1], model_labels[position : position + 1]
                 )
+            for crop in self.crops.values():
+                crop.remember_prediction(index, frame, labels_np[position])
             alpha = alpha_np[position] if alpha_np is not None else None
             yield SegmentedFrame(index, frame, labels_np[position], model_np[position], alpha=alpha)
 
@@ -360,12 +408,18 @@ class _Propagation:
             query = self.predictor.prepare_images([frame])
             for one_pass in self.passes:
                 one_pass.remember_annotated(index, query, labels)
+            self._crops_see_annotated(index, frame, annotation, labels)
         elif remember:
             query = self.predictor.prepare_images([frame])
             model_labels = earlier.model_labels(index)
             ids = torch.from_numpy(model_labels)[None].to(query.device)
             for one_pass in self.passes:
                 one_pass.remember_prediction(index, query, ids)
+            for crop in self.crops.values():
+                crop.remember_prediction(index, frame, labels)
+        else:
+            for crop in self.crops.values():
+                crop.follow(labels)
         return SegmentedFrame(index, frame, labels, model_labels, recalled=True, alpha=alpha)
 
     def _decode(self, queries: torch.Tensor, frames: list[np.ndarray]) -> DecodedBatch:
@@ -405,16 +459,31 @@ class _Pass:
         self.options = options
         self.palette = palette
         self.memory = PromptMemory(options.memory)
+        self.known: set[int] = set()  # this pass's objects that its prompts have been shown
 
     def remember_example(self, image: torch.Tensor, labels: np.ndarray) -> None:
         """An example, (1, 3, S, S) model input with ids (h, w), is a prompt for every frame."""
+        self.known.update(self._objects_in(labels))
         masks = self.predictor.prepare_masks(self.palette.paint(labels))
         self.memory.examples.append(Prompt(-1, PromptTensors(image, masks)))
 
     def remember_annotated(self, index: int, query: torch.Tensor, labels: np.ndarray) -> None:
-        """An annotated frame, (1, 3, S, S) model input with ids (H, W), is a prompt for good."""
+        """An annotated frame, (1, 3, S, S) model input with ids (H, W), is a prompt for good.
+
+        A frame that brings an object no prompt has shown yet retires the video's earlier
+        prompts: they paint that object as background wherever it already was, and would
+        outvote its one annotation (the object is lost right after it). The new frame carries
+        the other objects on, as predicted there; examples stay.
+        """
+        objects = self._objects_in(labels)
+        if objects - self.known:
+            self.memory.forget_frames()
+        self.known.update(objects)
         masks = self.predictor.prepare_masks(self.palette.paint(labels))
         self.memory.add_annotated(Prompt(index, PromptTensors(query, masks)))
+
+    def _objects_in(self, labels: np.ndarray) -> set[int]:
+        return {int(i) for i in np.unique(labels) if i} & set(self.palette.object_ids)
 
     def remember_prediction(self, index: int, query: torch.Tensor, labels: torch.Tensor) -> None:
         """A predicted frame, (1, 3, S, S) model input with ids (1, S, S), joins recent memory."""
@@ -430,3 +499,67 @@ class _Pass:
         if self.options.ensemble == "spatial" and len(prompts) > 1:
             return prompts.tiled()
         return prompts
+
+
+class _ObjectCrop:
+    """A small object's own pass on windows around it (seggpt_video/crops.py).
+
+    Its prompts are the windows around the object in the frames that annotate it and in its K
+    most recent predictions; each frame's query is the window around its box in the frame
+    before (a batch shares it), placed anew after every frame.
+    """
+
+    def __init__(self, predictor: SegGPTPredictor, options: SegmenterOptions, object_id: int):
+        self.predictor = predictor
+        self.options = options
+        self.object_id = object_id
+        self.one_pass = _Pass(predictor, options, ObjectPalette([object_id]))
+        self.window: Window | None = None
+
+    def remember_annotated(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+        """A frame annotating the object, (H, W, 3) with ids (H, W): a prompt for good."""
+        if self.follow(labels):
+            image, ids = self._crop(frame, labels)
+            self.one_pass.remember_annotated(index, image, ids)
+
+    def remember_prediction(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+        """A frame's final ids (H, W): one of the recent prompts, if the object is there."""
+        if self.follow(labels) and self.options.memory > 0:
+            image, ids = self._crop(frame, labels)
+            self.one_pass.remember_prediction(index, image, torch.from_numpy(ids)[None])
+
+    def follow(self, labels: np.ndarray) -> bool:
+        """Place the window around the object in these ids; False (window kept) if absent."""
+        box = object_box(labels == self.object_id)
+        if box is not None:
+            self.window = window_around(box, labels.shape, self.predictor.size)
+        return box is not None
+
+    def segment(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """The object in each frame's window: (side, side) bool each."""
+        crops = [self.window.crop(frame) for frame in frames]
+        queries = self.predictor.prepare_images(crops)
+        painted = self.predictor.paint(self.one_pass.prompt_tensors(), queries)
+        refine = self.options.refine_settings if self.options.refine == "guided" else None
+        guide = to_tensor_images(crops).to(queries.device) if refine is not None else None
+        decoded = decode_batch(
+            [painted],
+            [self.one_pass.palette],
+            [self.object_id],
+            [self.object_id],
+            crops[0].shape[:2],
+            mode=self.options.upsample,
+            refine=refine,
+            guide=guide,
+        )
+        return list(decoded.labels.cpu().numpy() == self.object_id)
+
+    def _crop(self, frame: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The window's model input (1, 3, S, S) and its ids at the model's size (S, S)."""
+        image = self.predictor.prepare_images([np.ascontiguousarray(self.window.crop(frame))])
+        ids = np.where(self.window.crop(labels) == self.object_id, self.object_id, 0)
+        size = (self.predictor.size, self.predictor.size)
+        resized = F.interpolate(
+            torch.from_numpy(ids.astype(np.float32))[None, None], size=size, mode="nearest-exact"
+        )
+        return image, resized[0, 0].to(torch.uint8).numpy()

@@ -76,7 +76,9 @@ def test_a_batch_shares_the_memory_as_it_stood_before_it():
 
 
 def test_a_later_annotation_splits_batches_and_stays_a_prompt():
-    annotations = {0: first_mask(), 4: np.where(first_mask() > 0, 2, 0).astype(np.uint8)}
+    corrected = first_mask()
+    corrected[24:30, 10:30] = 1  # object 1 again, grown: no new object
+    annotations = {0: first_mask(), 4: corrected}
     calls, results = run(SegmenterOptions(memory=1, batch_size=2), annotations=annotations)
     # Frame 4's own prediction (for objects it does not annotate) comes before it joins.
     assert calls == [
@@ -85,6 +87,21 @@ def test_a_later_annotation_splits_batches_and_stays_a_prompt():
         ([0, 3], [4]),
         ([0, 4, 3], [5, 6]),
         ([0, 4, 6], [7]),
+    ]
+    assert np.array_equal(dict(results)[4], corrected)
+
+
+def test_an_object_first_annotated_later_retires_the_frames_before_it():
+    """Frames 0-3 paint object 2 as background wherever it was: they would outvote frame 4's
+    annotation, so frame 4 (object 1 as predicted there, object 2 annotated) starts afresh."""
+    annotations = {0: first_mask(), 4: np.where(first_mask() > 0, 2, 0).astype(np.uint8)}
+    calls, results = run(SegmenterOptions(memory=1, batch_size=2), annotations=annotations)
+    assert calls == [
+        ([0], [1, 2]),
+        ([0, 2], [3]),
+        ([0, 3], [4]),
+        ([4], [5, 6]),
+        ([4, 6], [7]),
     ]
     labels4 = dict(results)[4]
     assert set(np.unique(labels4)) <= {0, 1, 2}
