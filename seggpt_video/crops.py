@@ -73,10 +73,13 @@ def is_small(labels: np.ndarray, object_id: int, below: float = CROP_BELOW) -> b
 def paste(labels: np.ndarray, object_id: int, window: Window, inside: np.ndarray) -> None:
     """Make the crop pass's mask (side, side) bool the object in ``labels`` (H, W), in place.
 
+    It takes background and the object's own pixels only: a crop that spills over a larger
+    neighbour must not eat it (on DAVIS train composites it did, and the neighbour was lost).
     An empty crop keeps the full frame's pixels of the object: it may have left the window,
     and the full pass still looks for it everywhere.
     """
     if not inside.any():
         return
     labels[labels == object_id] = 0
-    window.crop(labels)[inside] = object_id
+    region = window.crop(labels)
+    region[inside & (region == 0)] = object_id
