@@ -77,7 +77,7 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def measure_big(clip: Path, scrubs: int, seed: int = 0) -> dict:
+def measure_big(clip: Path, scrubs: int, settle: float = 0, seed: int = 0) -> dict:
     """Start the real command; time to URL and first JPEG; RSS over `scrubs` random frames."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     driver = chrome()  # started first: its own start is not the studio's
@@ -104,6 +104,7 @@ def measure_big(clip: Path, scrubs: int, seed: int = 0) -> dict:
                         break
                     time.sleep(0.1)
                 count = session["video"]["num_frames"]
+                time.sleep(settle)  # the model's background load done before the first sample
                 rng = random.Random(seed)
                 start = rss_mb(server.pid)
                 samples, took = [start], []
@@ -192,14 +193,17 @@ def main() -> None:
     parser.add_argument("--scrubs", type=int, default=200)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--skip-propagation", action="store_true")
+    parser.add_argument("--settle", type=float, default=0, help="seconds to wait before scrubbing")
     args = parser.parse_args()
     result = {"cpu_features": cpu_features(), "threads": os.environ.get("OMP_NUM_THREADS")}
     if not args.skip_big:
         began = time.perf_counter()
         make_big_clip(BIG)
         print(f"clip {BIG} ready in {time.perf_counter() - began:.1f} s", flush=True)
-        result["big"] = measure_big(BIG, args.scrubs)
-    result["propagation"] = measure_propagation(args.rounds)
+        result["big"] = measure_big(BIG, args.scrubs, args.settle)
+    if not args.skip_propagation:
+        result["propagation"] = measure_propagation(args.rounds)
     print(f"CPU features: {result['cpu_features']}; OMP_NUM_THREADS={result['threads']}")
     print(f"{'measure':<34} value")
     for section in ("big", "propagation"):
