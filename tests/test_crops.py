@@ -40,7 +40,8 @@ def test_paste_makes_the_crop_the_object_but_not_a_neighbour_and_an_empty_crop_k
     inside[0:2, 0:3] = True  # rows 4-5, columns 4-6: over object 1's corner
     paste(labels, 2, Window(4, 4, 4), inside)
     assert labels[0, 0] == 0 and np.count_nonzero(labels == 2) == 4
-    assert labels[5, 5] == 1 and labels[4, 5] == 2 and labels[5, 4] == 2  # another object's pixels are not taken
+    # Another object's pixels are not taken.
+    assert labels[5, 5] == 1 and labels[4, 5] == 2 and labels[5, 4] == 2
     before = labels.copy()
     paste(labels, 2, Window(0, 0, 4), np.zeros((4, 4), bool))
     assert np.array_equal(labels, before)
