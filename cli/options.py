@@ -140,7 +140,14 @@ Formats = Annotated[
 ResizeMask = Annotated[
     bool, typer.Option(help="Resize masks whose size differs from the video's (nearest).")
 ]
-Backend = Annotated[str, typer.Option(metavar="NAME", help="Video decoder: auto, decord or pyav.")]
+Backend = Annotated[
+    str,
+    typer.Option(
+        metavar="NAME",
+        help="Video decoder: auto (= pyav, constant memory) or decord (decodes ahead without "
+        "bound: a long clip may fill RAM).",
+    ),
+]
 Overwrite = Annotated[
     bool, typer.Option(help="Start afresh instead of resuming (or skipping) earlier work in -o.")
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import weakref
+from pathlib import Path
 
 import av
 import imageio_ffmpeg
@@ -62,7 +64,7 @@ def test_every_container_reads_with_every_backend(videos, clip, ext, backend):
     assert info.timestamps == pytest.approx([i / 25 for i in range(12)])
     assert info.frame_names == tuple(f"{i:05d}" for i in range(12))
     assert info.name == "clip"
-    assert info.backend == (backend if backend != "auto" else "decord")
+    assert info.backend == (backend if backend != "auto" else "pyav")
     assert_matches(frames, clip, max_error=8.0)
 
 
@@ -125,6 +127,46 @@ def test_portrait_and_odd_sizes(tmp_path, ext, height, width):
         with open_video(path, backend=backend) as video:
             assert (video.info.width, video.info.height) == (width, height)
             assert_matches(read_all(video), frames, max_error=10.0)
+
+
+def resident_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """400 frames of 480x360: 207 MB decoded, far more than a reader should hold."""
+    frames, _ = moving_shapes(num_frames=20, height=360, width=480, num_objects=2, seed=4)
+    folder = tmp_path_factory.mktemp("long")
+    return make_video(folder / "long.mp4", np.concatenate([frames] * 20), gop=50)
+
+
+def test_streaming_behind_a_slow_model_keeps_memory_flat(long_clip):
+    # decord, the old default, decoded the whole clip ahead of a slow consumer (6 GB at 1080p)
+    with open_video(long_clip) as video:
+        frames = video.iter_frames()
+        next(frames)
+        before = resident_mb()
+        for _ in range(4):
+            time.sleep(0.4)  # a model's time per frame
+            next(frames)
+        grown = resident_mb() - before
+        frames.close()
+    assert grown < 40, f"resident memory grew {grown:.0f} MB over 5 frames"
+
+
+def test_decord_random_access_stops_its_read_ahead(long_clip):
+    with open_video(long_clip, backend="decord") as video:
+        video.get_frame(100)
+        before = resident_mb()
+        time.sleep(1.0)
+        video.get_frame(30)
+        time.sleep(0.5)
+        grown = resident_mb() - before
+    assert grown < 40, f"resident memory grew {grown:.0f} MB while idle"
 
 
 def test_auto_backend_avoids_decord_where_it_returns_broken_frames(tmp_path):

@@ -3,7 +3,17 @@
 `open_video` first decodes the whole file once with PyAV, without colour conversion, to learn what
 the file really holds: the number of frames that decode (never the header's guess), each frame's
 timestamp (variable frame rate is kept) and the display rotation. Frames are then streamed one at a
-time by the chosen backend; nothing holds more than a frame or two in memory, so 4K works.
+time by the chosen backend; with PyAV (the default) nothing holds more than a frame or two in
+memory, so 4K and hour-long clips work.
+
+decord is not the default: its reader keeps decoding in a background thread after every read,
+without bound, whether or not the frames are asked for (dmlc/decord issues 157, 208). Behind a
+model that takes 0.1-5 s a frame, `run --frames 0:100` on a 1080p, 1,000-frame clip peaked at
+6.5 GB resident with decord (the whole clip decoded) and 0.87 GB with PyAV, and ran slower
+(3.46 against 4.35 frames/s: the read-ahead takes CPU from the model). Decoding speed alone is
+the same within noise (docs/performance.md), so nothing is lost. `backend="decord"` still reads
+with it: random access stops its read-ahead after each frame (a seek back to 0, the workaround
+from those issues), streaming cannot, and a long clip gets a VideoWarning saying so.
 
 Damaged files: a video whose data stops early (a file cut in half, an interrupted download) is
 read up to the last frame that decodes cleanly, with a `VideoWarning` naming the file and saying how
@@ -38,6 +48,7 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_FOLDER_FPS = 24.0  # DAVIS frames were shot at 24 fps; a folder carries no frame rate
 _EXIF_ORIENTATION = 0x0112
 _DECORD_TOLERANCE = 16.0  # mean grey levels between decord's and PyAV's first frame
+_DECORD_WARN_BYTES = 2**30  # a clip that would take more than this decoded warns with decord
 _SHORT_BY_SECONDS = 0.25  # a file this much shorter than its header says is reported as truncated
 
 
@@ -113,8 +124,9 @@ def open_video(
 ) -> VideoSource:
     """Open a video file or a folder of .jpg/.png frames (sorted naturally: 2.png before 10.png).
 
-    backend: "auto" (decord when it reads the file correctly, else PyAV), "decord" or "pyav";
-    ignored for a folder. fps: frame rate of a folder of frames (files carry their own).
+    backend: "auto" or "pyav" (PyAV, constant memory) or "decord" (refused where it would read
+    the file wrongly; reads ahead without bound, see the module's docstring); ignored for a
+    folder. fps: frame rate of a folder of frames (files carry their own).
     Decodes the file once to count its frames. A truncated file gives the frames that decode and
     a VideoWarning; a file with none, or that is not a video, raises UserError naming it.
     """
@@ -126,14 +138,9 @@ def open_video(
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
     probe = _probe(path)
-    if backend == "pyav":
-        return PyAVVideo(path, probe)
     if backend == "decord":
         return DecordVideo(path, probe)
-    try:
-        return DecordVideo(path, probe)
-    except UserError:
-        return PyAVVideo(path, probe)
+    return PyAVVideo(path, probe)
 
 
 class FrameRange(VideoSource):
@@ -411,6 +418,13 @@ class DecordVideo(VideoSource):
         # converters round 4:2:0 chroma differently at odd sizes; garbage differs far more
         if np.abs(first.astype(np.int16) - probe.first_frame).mean() > _DECORD_TOLERANCE:
             raise UserError(f"{path}: decord decodes a different first frame; use the pyav backend")
+        decoded_bytes = self.info.num_frames * self.info.width * self.info.height * 3
+        if decoded_bytes > _DECORD_WARN_BYTES:
+            _warn(
+                f"{path}: decord decodes ahead without bound and may hold the whole clip "
+                f"decoded ({decoded_bytes / 2**30:.1f} GB) while the model works; the auto "
+                "backend (PyAV) streams it in constant memory"
+            )
 
     def _open(self):  # -> decord.VideoReader
         try:
@@ -441,6 +455,7 @@ class DecordVideo(VideoSource):
     def get_frame(self, index: int) -> np.ndarray:
         _check_index(index, self.info.num_frames)
         frame = self._reader[index].asnumpy()
+        self._reader.seek(0)  # stops the read-ahead that would otherwise decode the whole clip
         self._check_shape(frame)
         return frame
 
