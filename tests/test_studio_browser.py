@@ -173,6 +173,8 @@ class Page:
             return ends[-1] if ends else None
 
         assert self.wait(outcome, f"end of {what}", timeout=120) == "finished", self.text("message")
+        time.sleep(1.0)  # the page reloads the session after a run: the outcome must stay shown
+        assert self.text("status") == "finished"
         return self.text("progress-text")
 
 

@@ -99,7 +99,7 @@ async function loadSession() {
     box.checked = ALWAYS.includes(box.value) || session.formats.includes(box.value);
   }
   renderObjects();
-  setRunning(state.running);
+  setRunning(state.running, session.status.outcome);
   if (session.video.error) say(session.video.error);
   else if (session.video.warnings.length) say(session.video.warnings.join("; "));
   if (!session.video.ready) setTimeout(guarded(loadSession), 500);
@@ -443,12 +443,13 @@ function renderTimelineCursor() {
 
 // --- propagation, export ---------------------------------------------------------------------
 
-function setRunning(running) {
+function setRunning(running, outcome) {
   state.running = running;
   $("propagate").disabled = running;
   $("export").disabled = running;
   $("cancel").disabled = !running;
-  $("status").textContent = running ? "propagating…" : "ready";
+  // after a run the page keeps saying how it ended (finished, cancelled, failed)
+  $("status").textContent = running ? "propagating…" : outcome || "ready";
 }
 
 $("propagate").addEventListener("click", guarded(async () => {
@@ -496,12 +497,11 @@ function onEvent(event) {
       refreshOverlay();
     }
   } else if (["finished", "cancelled", "failed"].includes(event.type)) {
-    setRunning(false);
+    setRunning(false, event.type);
     const speed = event.frames_per_second ? `, ${event.frames_per_second.toFixed(2)} frames/s computed` : "";
     $("progress-text").textContent = event.type === "finished"
       ? `done: ${event.frames} frames${event.resumed ? `, ${event.resumed} read back` : ""}${speed}`
       : event.message;
-    $("status").textContent = event.type;
     if (event.type === "failed") say(event.message);
     guarded(async () => { await loadSession(); state.shown = -1; showFrame(state.frame); })();
   }
