@@ -11,6 +11,7 @@ fixture of any scope runs. A test that fills a cache points both at a folder of 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import huggingface_hub.constants
@@ -45,3 +46,22 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
         monkeypatch.setattr(RunState, "record", interrupted)
 
     return arm
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``), as
+    torchrun's ranks and Ray's 1-CPU actors get: on a busy 2-core machine the model-running
+    modules ran several times slower in-process with two threads. OMP_NUM_THREADS is read by
+    load_predictor's CPU set-up and by the processes the tests start."""
+    import torch
+
+    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    if variable is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = variable

@@ -37,22 +37,7 @@ FORMATS = ("davis", "overlay", "matte", "summary")
 LONG = 120  # frames of the clip whose Ray actor is killed: long enough to be caught mid-clip
 GOOD = ("long", "bee", "seq")
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread per process, as torchrun's ranks and Ray's 1-CPU actors get: on this
-    busy 2-core machine test-small ran several times slower in-process with two threads."""
-    import torch
-
-    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # read by load_predictor's CPU runtime set-up
-    yield
-    torch.set_num_threads(threads)
-    if variable is None:
-        del os.environ["OMP_NUM_THREADS"]
-    else:
-        os.environ["OMP_NUM_THREADS"] = variable
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

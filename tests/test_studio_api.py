@@ -39,22 +39,7 @@ from seggpt_video.studio.server import MAX_UPLOAD_BYTES, StudioConfig, create_ap
 FRAMES, HEIGHT, WIDTH = 12, 96, 128
 MODEL = ["--model", "seggpt-tiny", "--device", "cpu", "--dtype", "fp32"]
 BASE = "http://127.0.0.1"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on this busy 2-core machine two threads ran slower (as test_batch)."""
-    import torch
-
-    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if variable is None:
-        del os.environ["OMP_NUM_THREADS"]
-    else:
-        os.environ["OMP_NUM_THREADS"] = variable
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -186,23 +186,10 @@ def box_of(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
             min(width - 1, xs.max() + margin), min(height - 1, ys.max() + margin))  # fmt: skip
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
 # --- the test -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the API tests (two were slower on the busy 2-core machine)."""
-    import torch
-
-    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if variable is None:
-        del os.environ["OMP_NUM_THREADS"]
-    else:
-        os.environ["OMP_NUM_THREADS"] = variable
 
 
 def png_files(folder: Path) -> dict[str, bytes]:
