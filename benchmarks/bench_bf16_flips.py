@@ -1,0 +1,185 @@
+"""Where bf16's mask flips come from: bf16 with chosen steps kept in fp32, against fp32.
+
+    python benchmarks/bench_bf16_flips.py                      # the packaged seggpt-tiny
+    python benchmarks/bench_bf16_flips.py --offset 5 --keep attn+decoder norm
+
+The frames and prompts of bench_accuracy.py (DAVIS 2016 val, frame 0 and its ground truth as the
+prompt, every 10th frame from --offset a query). Each --keep variant is the bf16 product path
+(attention form "bias", as load_predictor picks without AMX) with some steps in fp32, their
+weights the unrounded fp32 ones: decoder (decoder_embed and decoder_pred), attn (q.k, position
+bias, softmax, .v), norm (every LayerNorm), embed (patch embedding), mlp, qkvproj (attention's
+linears); "weights" is fp32 arithmetic with every weight rounded to bf16 and back. Reported per
+variant: pixels flipped at the model's input size (masks decoded as the release does) and mask
+IoU with fp32 there and at frame size (upsampled and refined as `run` does), mean and worst
+frame, and frames/s of the model call. Prints a table and writes
+benchmarks/results/bench_bf16_flips.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, print_table, write_json  # noqa: E402
+from bench_accuracy import DAVIS, iou  # noqa: E402
+
+from seggpt_video.model import SegGPT, load_model  # noqa: E402
+from seggpt_video.objects import ObjectPalette, decode_batch  # noqa: E402
+from seggpt_video.predictor import SegGPTPredictor, to_tensor_images  # noqa: E402
+from seggpt_video.refine import DEFAULT_SETTINGS  # noqa: E402
+from seggpt_video.runtime import tune_cpu_runtime  # noqa: E402
+
+STEPS = ("decoder", "attn", "norm", "embed", "mlp", "qkvproj", "weights")
+
+
+class InFp32(nn.Module):
+    """A module run in fp32 inside a bf16 model: input cast up, output cast back (or kept)."""
+
+    def __init__(self, inner: nn.Module, keep_fp32_output: bool = False) -> None:
+        super().__init__()
+        self.inner, self.keep_fp32_output = inner.float(), keep_fp32_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x.float())
+        return y if self.keep_fp32_output else y.to(x.dtype)
+
+
+def bf16_keeping(model: SegGPT, steps: set[str]) -> SegGPTPredictor:
+    """The bf16 predictor with `steps` in fp32, from the fp32 `model`'s own (unrounded) weights."""
+    if "weights" in steps:
+        return SegGPTPredictor(copy.deepcopy(model).to(torch.bfloat16).float(), "cpu")
+    predictor = SegGPTPredictor(copy.deepcopy(model), "cpu", torch.bfloat16)
+    bf16 = predictor.model
+    bf16.set_attention("bias")
+
+    def keep(parent: nn.Module, name: str, path: str, fp32_output: bool = False) -> None:
+        original = copy.deepcopy(model.get_submodule(path))
+        setattr(parent, name, InFp32(original, fp32_output))
+
+    if "decoder" in steps:
+        keep(bf16, "decoder_embed", "decoder_embed", fp32_output=True)
+        bf16.decoder_pred = copy.deepcopy(model.decoder_pred)  # fp32 in, fp32 out
+    if "norm" in steps:
+        keep(bf16, "norm", "norm")
+    if "embed" in steps:
+        keep(bf16, "patch_embed", "patch_embed")
+    for index, block in enumerate(bf16.blocks):
+        path = f"blocks.{index}"
+        if "attn" in steps:
+            source = model.blocks[index].attn
+            block.attn.rel_pos_h = copy.deepcopy(source.rel_pos_h)
+            block.attn.rel_pos_w = copy.deepcopy(source.rel_pos_w)
+            attend = block.attn.attend
+            block.attn.attend = lambda qkv, attend=attend: attend(qkv.float()).to(qkv.dtype)
+        if "norm" in steps:
+            keep(block, "norm1", f"{path}.norm1")
+            keep(block, "norm2", f"{path}.norm2")
+        if "mlp" in steps:
+            keep(block, "mlp", f"{path}.mlp")
+        if "qkvproj" in steps:
+            keep(block.attn, "qkv", f"{path}.attn.qkv")
+            keep(block.attn, "proj", f"{path}.attn.proj")
+    return predictor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="seggpt-tiny")
+    parser.add_argument("--offset", type=int, default=10, help="first query frame")
+    parser.add_argument(
+        "--keep",
+        nargs="*",
+        default=[
+            "decoder",
+            "attn",
+            "norm",
+            "embed",
+            "mlp",
+            "qkvproj",
+            "weights",
+            "attn+norm+decoder+embed",
+        ],  # fmt: skip
+        help=f"variants: steps joined by + ({', '.join(STEPS)})",
+    )
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    for variant in args.keep:
+        if unknown := set(variant.split("+")) - set(STEPS):
+            parser.error(f"--keep {variant}: unknown step {sorted(unknown)[0]!r}")
+
+    tune_cpu_runtime()
+    model = load_model(args.model)
+    predictors = {
+        "fp32": SegGPTPredictor(copy.deepcopy(model), "cpu"),
+        "bf16": bf16_keeping(model, set()),
+    }
+    for variant in args.keep:
+        name = "fp32, weights rounded to bf16" if variant == "weights" else f"bf16, {variant} fp32"
+        predictors[name] = bf16_keeping(model, set(variant.split("+")))
+    palette = ObjectPalette([1])
+    painted = {name: [] for name in predictors}
+    full = {name: [] for name in predictors}
+    seconds = dict.fromkeys(predictors, 0.0)
+    where: list[str] = []
+    for sequence in (DAVIS / "ImageSets/2016/val.txt").read_text().split():
+        paths = sorted((DAVIS / "JPEGImages/480p" / sequence).glob("*.jpg"))
+        first = np.array(Image.open(paths[0]))
+        truth = np.array(Image.open(DAVIS / "Annotations/480p" / sequence / "00000.png")) > 0
+        queries_paths = paths[args.offset :: 10]
+        images = [np.array(Image.open(path)) for path in queries_paths]
+        where += [f"{sequence}/{path.stem}" for path in queries_paths]
+        for name, predictor in predictors.items():
+            prompts = predictor.prepare_prompts([first], [palette.paint(truth.astype(np.uint8))])
+            queries = predictor.prepare_images(images)
+            start = time.perf_counter()
+            out = predictor.paint(prompts, queries)
+            seconds[name] += time.perf_counter() - start
+            painted[name].append(out)
+            decoded = decode_batch(
+                [out], [palette], [1], [1], images[0].shape[:2],
+                refine=DEFAULT_SETTINGS, guide=to_tensor_images(images),
+            )  # fmt: skip
+            full[name].append(decoded.labels > 0)
+
+    reference = palette.decode(torch.cat(painted["fp32"])) > 0
+    reference_full = [mask for part in full["fp32"] for mask in part]
+    rows = []
+    for name in predictors:
+        mask = palette.decode(torch.cat(painted[name])) > 0
+        small = iou(mask, reference)
+        flips = (mask != reference).flatten(1).sum(1)
+        masks = [m for part in full[name] for m in part]
+        frame_size = torch.stack([iou(a[None], b[None])[0] for a, b in zip(masks, reference_full)])
+        worst = int(frame_size.argmin())
+        rows.append(
+            {
+                "variant": name,
+                "frames_per_second": round(len(where) / seconds[name], 1),
+                "pixels_flipped": int(flips.sum()),
+                "model_size_iou_mean": round(small.mean().item(), 5),
+                "model_size_iou_worst": round(small.min().item(), 4),
+                "frame_size_iou_mean": round(frame_size.mean().item(), 5),
+                "frame_size_iou_worst": round(frame_size.min().item(), 4),
+                "worst_frame": where[worst],
+                "worst_frame_object_px_at_model_size": int(reference[worst].sum()),
+                "frames_below_0.98": int((frame_size < 0.98).sum()),
+            }
+        )
+    print_table(
+        f"bf16 flips against fp32: {args.model}, {len(where)} query frames", rows, list(rows[0])
+    )
+    result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "rows": rows}
+    print("wrote", write_json("bench_bf16_flips", result, args.json))
+
+
+if __name__ == "__main__":
+    main()
