@@ -33,6 +33,7 @@ from synthetic_media import make_video, moving_shapes  # noqa: E402
 from test_studio_browser import Page, chrome, serve  # noqa: E402
 
 import seggpt_video  # noqa: E402
+from seggpt_video.studio.project import BASE_FORMATS  # noqa: E402
 from seggpt_video.studio.server import StudioConfig  # noqa: E402
 
 BIG = Path("/tmp/seggpt-studio-bench-1080p-1000.mp4")
@@ -149,7 +150,10 @@ def measure_propagation(rounds: int, frames_count: int = 60) -> dict:
     try:
         for round_number in range(rounds):
             began = time.perf_counter()
-            segmenter.write(clip, work / f"run{round_number}", masks={0: mask}, formats=["davis"])
+            # the formats every studio propagation writes, so that both write the same files
+            segmenter.write(
+                clip, work / f"run{round_number}", masks={0: mask}, formats=BASE_FORMATS
+            )
             run_times.append(time.perf_counter() - began)
 
             out = work / f"studio{round_number}"

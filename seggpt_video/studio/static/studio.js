@@ -474,7 +474,22 @@ $("copy-command").addEventListener("click", () => {
   );
 });
 
-let overlayPending = false;
+// A followed run is shown at most 4 frames a second: every frame shown is a JPEG and an overlay
+// the server makes beside the model (shown at every frame, the page cost a run 14 % of its speed).
+const FOLLOW_EVERY_MS = 250;
+let followTimer = null;
+let followIndex = 0;
+let lastFollowed = 0;
+function follow(index) {
+  followIndex = index;
+  if (followTimer !== null) return;
+  const wait = Math.max(0, lastFollowed + FOLLOW_EVERY_MS - performance.now());
+  followTimer = setTimeout(() => {
+    followTimer = null;
+    lastFollowed = performance.now();
+    if ($("follow").checked && !state.playing) { showFrame(followIndex); renderTimelineCursor(); }
+  }, wait);
+}
 function onEvent(event) {
   if (event.type === "start") {
     setRunning(true);
@@ -490,9 +505,8 @@ function onEvent(event) {
       if (!state.areas[id]) state.areas[id] = new Array(lastFrame() + 1).fill(null);
       state.areas[id][event.index] = event.areas[id] || 0;
     }
-    if ($("follow").checked && !state.playing && !overlayPending) {
-      overlayPending = true; // one frame at a time: a fast run skips frames on the page
-      requestAnimationFrame(() => { overlayPending = false; showFrame(event.index); renderTimelineCursor(); });
+    if ($("follow").checked && !state.playing) {
+      follow(event.index);
     } else if (event.index === state.shown) {
       refreshOverlay();
     }
