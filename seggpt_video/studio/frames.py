@@ -6,8 +6,8 @@ first-frame decode and counts in a background thread; until then only frame 0 is
 holds more than one decoded frame plus a small cache of JPEGs (a few MB), however long the video.
 
 A frame a little after the last one served is decoded forward from it (the page following a
-run, or playing) rather than by a seek: a seek restarts at the keyframe before the frame and
-re-opens the file, which made the page following a propagation cost 22 % of its speed.
+run, or playing) rather than by a seek, which re-opens the file and decodes again from the
+keyframe before the frame: for every frame shown, beside the model in the same process.
 """
 
 from __future__ import annotations
