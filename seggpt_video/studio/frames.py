@@ -99,12 +99,11 @@ class FrameStore:
         assert self._source is not None
         if not 0 <= index < self._source.info.num_frames:
             raise IndexError(index)
-        if self._source.info.backend != "pyav":
-            # a folder: one file a frame, nothing to decode forward; decord: its own index, and
-            # its forward reader would decode the whole clip ahead (seggpt_video.io.video)
-            with self._decode_lock:
-                return self._source.get_frame(index)
         with self._decode_lock:  # one reader, one position
+            if self._source.info.backend != "pyav":
+                # a folder: one file a frame, nothing to decode forward; decord: its own index,
+                # and its forward reader would decode the whole clip ahead (seggpt_video.io.video)
+                return self._source.get_frame(index)
             return self._decode_forward(index)
 
     def _decode_forward(self, index: int) -> np.ndarray:
