@@ -13,6 +13,13 @@ variant: pixels flipped at the model's input size (masks decoded as the release 
 IoU with fp32 there and at frame size (upsampled and refined as `run` does), mean and worst
 frame, and frames/s of the model call. Prints a table and writes
 benchmarks/results/bench_bf16_flips.json.
+
+    python benchmarks/bench_bf16_flips.py --through-run     # run's path, crops auto and off
+
+--through-run compares what a user gets instead: each query segmented with `run`'s defaults
+through the Python API (seggpt_video.load, then segment on the two frames [frame 0, query] with
+frame 0's ground truth), --dtype bf16 against fp32, with --crops auto (run's default: small
+objects on a window around them) and off; mask IoU at frame size, mean and worst frame.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, print_table, write_json  # noqa: E402
 from bench_accuracy import DAVIS, iou  # noqa: E402
 
+import seggpt_video  # noqa: E402
 from seggpt_video.model import SegGPT, load_model  # noqa: E402
 from seggpt_video.objects import ObjectPalette, decode_batch  # noqa: E402
 from seggpt_video.predictor import SegGPTPredictor, to_tensor_images  # noqa: E402
@@ -91,6 +99,58 @@ def bf16_keeping(model: SegGPT, steps: set[str]) -> SegGPTPredictor:
     return predictor
 
 
+def queries_of(offset: int) -> list[tuple[str, np.ndarray, np.ndarray, list[np.ndarray]]]:
+    """(sequence, frame 0, its ground truth (H, W) bool, query frames) of every val sequence:
+    every 10th frame from ``offset``, as bench_accuracy.py takes them."""
+    out = []
+    for sequence in (DAVIS / "ImageSets/2016/val.txt").read_text().split():
+        paths = sorted((DAVIS / "JPEGImages/480p" / sequence).glob("*.jpg"))
+        first = np.array(Image.open(paths[0]))
+        truth = np.array(Image.open(DAVIS / "Annotations/480p" / sequence / "00000.png")) > 0
+        images = [np.array(Image.open(path)) for path in paths[offset::10]]
+        out.append((sequence, first, truth, images))
+    return out
+
+
+def through_run(model: str, offset: int) -> list[dict]:
+    """bf16 against fp32 as a user gets them: run's defaults, crops auto and off, one step from
+    frame 0's ground truth for every query (no drift between the two)."""
+    rows = []
+    queries = queries_of(offset)
+    for crops in ("auto", "off"):
+        masks: dict[str, list[np.ndarray]] = {}
+        seconds: dict[str, float] = {}
+        for dtype in ("fp32", "bf16"):
+            segmenter = seggpt_video.load(model, device="cpu", dtype=dtype, crops=crops)
+            masks[dtype], start = [], time.perf_counter()
+            for _, first, truth, images in queries:
+                for image in images:
+                    out = list(segmenter.segment([first, image], masks={0: truth.astype(np.uint8)}))
+                    masks[dtype].append(out[1].labels > 0)
+            seconds[dtype] = time.perf_counter() - start
+        where = [f"{name}/{k}" for name, _, _, images in queries for k in range(len(images))]
+        ious = np.array(
+            [
+                float(iou(torch.from_numpy(a)[None], torch.from_numpy(b)[None])[0])
+                for a, b in zip(masks["bf16"], masks["fp32"], strict=True)
+            ]
+        )
+        worst = int(ious.argmin())
+        rows.append(
+            {
+                "crops": crops,
+                "queries": len(ious),
+                "fp32_seconds": round(seconds["fp32"], 1),
+                "bf16_seconds": round(seconds["bf16"], 1),
+                "frame_size_iou_mean": round(float(ious.mean()), 5),
+                "frame_size_iou_worst": round(float(ious.min()), 4),
+                "worst_frame": where[worst],
+                "frames_below_0.98": int((ious < 0.98).sum()),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="seggpt-tiny")
@@ -110,8 +170,15 @@ def main() -> None:
         ],  # fmt: skip
         help=f"variants: steps joined by + ({', '.join(STEPS)})",
     )
+    parser.add_argument("--through-run", action="store_true", help="run's path (see above)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.through_run:
+        rows = through_run(args.model, args.offset)
+        print_table(f"bf16 against fp32 through run's path: {args.model}", rows, list(rows[0]))
+        result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "rows": rows}
+        print("wrote", write_json("bench_bf16_flips_run", result, args.json))
+        return
     for variant in args.keep:
         if unknown := set(variant.split("+")) - set(STEPS):
             parser.error(f"--keep {variant}: unknown step {sorted(unknown)[0]!r}")
@@ -130,13 +197,8 @@ def main() -> None:
     full = {name: [] for name in predictors}
     seconds = dict.fromkeys(predictors, 0.0)
     where: list[str] = []
-    for sequence in (DAVIS / "ImageSets/2016/val.txt").read_text().split():
-        paths = sorted((DAVIS / "JPEGImages/480p" / sequence).glob("*.jpg"))
-        first = np.array(Image.open(paths[0]))
-        truth = np.array(Image.open(DAVIS / "Annotations/480p" / sequence / "00000.png")) > 0
-        queries_paths = paths[args.offset :: 10]
-        images = [np.array(Image.open(path)) for path in queries_paths]
-        where += [f"{sequence}/{path.stem}" for path in queries_paths]
+    for sequence, first, truth, images in queries_of(args.offset):
+        where += [f"{sequence}/{args.offset + 10 * k:05d}" for k in range(len(images))]
         for name, predictor in predictors.items():
             prompts = predictor.prepare_prompts([first], [palette.paint(truth.astype(np.uint8))])
             queries = predictor.prepare_images(images)
