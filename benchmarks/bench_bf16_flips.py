@@ -128,7 +128,11 @@ def through_run(model: str, offset: int) -> list[dict]:
                     out = list(segmenter.segment([first, image], masks={0: truth.astype(np.uint8)}))
                     masks[dtype].append(out[1].labels > 0)
             seconds[dtype] = time.perf_counter() - start
-        where = [f"{name}/{k}" for name, _, _, images in queries for k in range(len(images))]
+        where = [
+            f"{name}/{offset + 10 * k:05d}"
+            for name, _, _, images in queries
+            for k in range(len(images))
+        ]
         ious = np.array(
             [
                 float(iou(torch.from_numpy(a)[None], torch.from_numpy(b)[None])[0])
