@@ -93,8 +93,15 @@ def _scaled(image: np.ndarray, ids: np.ndarray, scale: float) -> tuple[np.ndarra
     height, width = ids.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     pixels = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+    return pixels, _scaled_mask(ids, scale)
+
+
+def _scaled_mask(ids: np.ndarray, scale: float) -> np.ndarray:
+    """An object mask (H, W) scaled by ``scale`` (nearest), bool: a few-pixel object can vanish."""
+    height, width = ids.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     mask = Image.fromarray((ids > 0).astype(np.uint8)).resize(size, Image.Resampling.NEAREST)
-    return pixels, np.asarray(mask) > 0
+    return np.asarray(mask) > 0
 
 
 def _window(
@@ -164,7 +171,7 @@ def place(
 ) -> tuple[int, int]:
     """Where to paste (top, left): the scaled object wholly inside a (H, W) frame, over as little
     of the base's objects as ``tries`` random places find (so that both stay visible)."""
-    _, mask = _scaled(np.zeros((*source_ids.shape, 3), np.uint8), source_ids, scale)
+    mask = _scaled_mask(source_ids, scale)
     if not mask.any():
         raise UserError("place: the source frame shows no object to paste")
     rows, cols = np.nonzero(mask)
@@ -293,6 +300,8 @@ class CompositePairs:
             # The source frame at ``first`` shows its object; later ones follow it (or hold).
             start = int(rng.choice(shown[: max(1, len(shown) - (last - first))]))
             scale = float(np.exp(rng.uniform(low, high)))
+            if not _scaled_mask(source.ids[start], scale).any():
+                continue  # a few-pixel object vanishes at this scale (DAVIS has such frames)
             _, placed_on = compose(self.sequences[base], layers, first)
             top, left = place(placed_on, source.ids[start], scale, rng)
             layers.append(Layer(source, k + 2, scale, top, left, entry=entry, start=start))
