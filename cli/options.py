@@ -116,7 +116,7 @@ RefineOption = Annotated[
 CropsOption = Annotated[
     Crops,
     typer.Option(
-        help="auto: objects under 2% of the frame where annotated are segmented on a window "
+        help="auto: objects under 6% of the frame where annotated are segmented on a window "
         "around them and pasted back; on: every object; off: never."
     ),
 ]

@@ -6,7 +6,7 @@ small object gets a pass of its own (white on black) whose prompts are windows t
 object in its annotated frames and in its recent predictions, so prompts and query show it at
 one scale. The query's window is placed around the object's box in the frame before.
 
-Windows are squares inside the frame: three times the object's longer side, at least the
+Windows are squares inside the frame: twice the object's longer side, at least the
 model's input size in frame pixels (never enlarging the frame's pixels on a large model), at
 most the frame's shorter side.
 """
@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 CROP_MODES = ("auto", "on", "off")
-CROP_BELOW = 0.02
+CROP_BELOW = 0.06
 """auto: objects covering less than this share of the frame where they are annotated get a crop
-pass (chosen on DAVIS 2016 train composites, docs/multi-object.md)."""
-WINDOW_PER_OBJECT = 3.0
-"""A window's side over its object's longer side: room for the object to move a frame."""
+pass (chosen with WINDOW_PER_OBJECT on DAVIS 2016 train data, docs/multi-object.md)."""
+WINDOW_PER_OBJECT = 2.0
+"""A window's side over its object's longer side: room for the object to move a frame (1.5 lost
+a fast ball on train data; 3 and 4 showed small objects smaller)."""
 
 
 @dataclass(frozen=True)

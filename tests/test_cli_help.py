@@ -120,6 +120,14 @@ def test_refine_default_matches_the_library():
     assert DEFAULT_REFINE == LIBRARY_DEFAULT == REFINE_DEFAULT.value
 
 
+def test_crops_help_names_the_librarys_threshold():
+    """options.py spells crops.CROP_BELOW out (crops.py imports numpy)."""
+    from seggpt_video.cli.options import CropsOption
+    from seggpt_video.crops import CROP_BELOW
+
+    assert f"under {CROP_BELOW:.0%} of the frame" in CropsOption.__metadata__[0].help
+
+
 def test_help_version_and_errors_import_no_torch():
     """The real regression guard: every help, --version and a bad option, without torch."""
     script = f"""

@@ -13,9 +13,9 @@ from seggpt_video.engine import Segmenter, SegmenterOptions
 from seggpt_video.errors import UserError
 
 
-def test_a_window_is_three_object_sides_centred_and_inside_the_frame():
+def test_a_window_is_two_object_sides_centred_and_inside_the_frame():
     assert window_around((100, 200, 110, 220), (240, 427), 64) == Window(73, 178, 64)
-    assert window_around((100, 200, 130, 240), (240, 427), 64) == Window(55, 160, 120)
+    assert window_around((100, 200, 130, 240), (240, 427), 64) == Window(75, 180, 80)
     # At the frame's corner the window moves inside it; never larger than the shorter side.
     assert window_around((0, 0, 5, 5), (240, 427), 64) == Window(0, 0, 64)
     assert window_around((0, 400, 200, 427), (240, 427), 64) == Window(0, 187, 240)
