@@ -103,11 +103,12 @@ def test_a_generator_is_read_once_and_lazily(clip, segmenter, scene):
 
 
 def test_an_example_made_of_frame_0_gives_the_masks_of_its_annotation(tmp_path, clip):
-    """--memory 0: the prompts of every later frame are the same image and mask either way."""
+    """--memory 0, --crops off: the prompts of every later frame are the same image and mask
+    either way (a crop pass starts on an annotated frame of the clip, not on an example)."""
     video, mask = clip
     with open_video(video) as source:
         Image.fromarray(source.get_frame(0)).save(tmp_path / "frame0.png")
-    common = ["-f", "davis", "--memory", "0", *MODEL]
+    common = ["-f", "davis", "--memory", "0", "--crops", "off", *MODEL]
     run("run", video, "--mask", mask, "-o", tmp_path / "annotated", *common)
     run(
         "run",

@@ -154,7 +154,7 @@ def test_per_object_runs_one_white_on_black_pass_per_object():
     labels = first_mask()
     labels[28:36, 36:50] = 3
     spy = SpyPredictor()
-    options = SegmenterOptions(memory=0, per_object=True)
+    options = SegmenterOptions(memory=0, per_object=True, crops="off")
     results = list(Segmenter(spy, options).propagate(grey_frames(3), {0: labels}))
     assert len(spy.calls) == 2 * 2  # two objects x two predicted frames
     assert all(set(np.unique(r.labels)) <= {0, 1, 3} for r in results)
