@@ -88,18 +88,21 @@ class Layer:
         return min(t - self.entry + self.start, len(self.source) - 1)
 
 
+def _scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """(width, height) of an (H, W, ...) array scaled by ``scale``, at least one pixel each."""
+    return max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale))
+
+
 def _scaled(image: np.ndarray, ids: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """A frame (H, W, 3) and its object mask (H, W) bool, both scaled by ``scale``."""
-    height, width = ids.shape
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = _scaled_size(ids.shape, scale)
     pixels = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
     return pixels, _scaled_mask(ids, scale)
 
 
 def _scaled_mask(ids: np.ndarray, scale: float) -> np.ndarray:
     """An object mask (H, W) scaled by ``scale`` (nearest), bool: a few-pixel object can vanish."""
-    height, width = ids.shape
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = _scaled_size(ids.shape, scale)
     mask = Image.fromarray((ids > 0).astype(np.uint8)).resize(size, Image.Resampling.NEAREST)
     return np.asarray(mask) > 0
 
