@@ -105,6 +105,16 @@ def train(
             "on a later frame (entering there, or visible but unannotated before).",
         ),
     ] = 0.0,
+    object_windows: Annotated[
+        float,
+        typer.Option(
+            metavar="SHARE",
+            min=0.0,
+            max=1.0,
+            help="Share of multi-object samples cut as the crop pass sees a small object: "
+            "windows twice its side around it, that object alone.",
+        ),
+    ] = 0.0,
     synthetic_weight: Annotated[
         float, typer.Option(metavar="WEIGHT", min=0.0, help="Sampling weight of synthetic pairs.")
     ] = 1.0,
@@ -176,6 +186,7 @@ def train(
         davis_augment=davis_augment,
         davis_composites=davis_composites,
         late_annotation=late_annotation,
+        object_windows=object_windows,
         synthetic_weight=synthetic_weight,
         seed=seed,
         bf16=bf16,

@@ -12,8 +12,10 @@ from PIL import Image
 
 from seggpt_video.errors import UserError
 from seggpt_video.training.coloring import TrainConfig, build_sources
+from seggpt_video.crops import WINDOW_PER_OBJECT
 from seggpt_video.training.composites import (
     BENCH_SCALES,
+    QUERY_WINDOW_SHIFT,
     TRAIN_SCALES,
     CompositePairs,
     LateAnnotation,
@@ -21,6 +23,7 @@ from seggpt_video.training.composites import (
     benchmark_pairs,
     compose,
     make_composite,
+    object_windows,
     paste,
     read_sequence,
 )
@@ -202,6 +205,10 @@ def test_train_options_split_the_davis_weight_between_single_and_multi_object(tm
     assert isinstance(sources[1], DavisPairs)  # single-object DAVIS stays in the mix
     with pytest.raises(UserError, match="davis_composites 1.5"):
         build_sources(TrainConfig(davis=[str(tmp_path)], davis_composites=1.5), 16)
+    config = TrainConfig(davis=[str(tmp_path)], davis_composites=0.5, object_windows=0.5)
+    assert build_sources(config, 16)[0][2].source.window_share == 0.5
+    with pytest.raises(UserError, match="object_windows -0.5"):
+        build_sources(TrainConfig(davis=[str(tmp_path)], object_windows=-0.5), 16)
 
 
 def test_read_sequence_reads_a_davis_sequence_at_its_size(tmp_path):
@@ -233,3 +240,51 @@ def test_an_object_too_small_for_its_scale_is_left_out_not_an_error():
     assert pasted < 40  # it was left out at least once
     for _ in range(10):
         source.sample(rng)
+
+
+def _square_ids(rows: list[int], cols: list[int], side: int = 10) -> list[np.ndarray]:
+    """Frames of 120x160 ids: object 1 a large block (not small), object 2 a side x side square
+    at (rows[k], cols[k]) in frame k, or absent where rows[k] is None."""
+    out = []
+    for row, col in zip(rows, cols):
+        ids = np.zeros((120, 160), np.uint8)
+        ids[:60, 100:] = 1  # 18.75 % of the frame: no crop pass for it
+        if row is not None:
+            ids[row : row + side, col : col + side] = 2
+        out.append(ids)
+    return out
+
+
+def test_object_windows_cut_prompts_around_the_small_object_and_move_the_query_a_little():
+    ids = _square_ids([70, None, 80, 90], [10, 0, 30, 50], side=30)
+    for seed in range(20):
+        object_id, boxes = object_windows(ids, np.random.default_rng(seed))
+        assert object_id == 2  # the only object under the crop pass's area
+        side = int(WINDOW_PER_OBJECT * 30)
+        assert all(b[2] == b[3] == side for b in boxes)
+        # prompts: centred on the square in their frame (moved inside it); absent: the last one
+        assert boxes[0] == (55, 0, 60, 60) and boxes[1] == boxes[0]
+        assert boxes[2] == (60, 15, 60, 60)
+        top, left = boxes[3][:2]
+        assert abs(top - 60) <= QUERY_WINDOW_SHIFT * side and top + side <= 120
+        assert abs(left - 35) <= QUERY_WINDOW_SHIFT * side + 1
+    assert object_windows(_square_ids([None], [0]), np.random.default_rng(0)) is None
+
+
+def test_windowed_samples_show_one_object_in_every_prompt():
+    source = CompositePairs(_sources(), 32, window_share=1.0)
+    plain = CompositePairs(_sources(), 32)
+    rng = np.random.default_rng(0)
+    windowed = 0
+    for _ in range(20):
+        group = source.sample_group(rng, 3)
+        objects = [set(np.unique(ids).tolist()) - {0} for ids in group.prompt_ids]
+        if len(set().union(*objects)) == 1:
+            windowed += 1
+            assert all(objects)  # the crop pass's prompts all show their object
+    assert windowed >= 10
+    # window_share 0 draws nothing more: the batches of earlier recipes are unchanged
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    first = CompositePairs(_sources(), 32, window_share=0.0).sample_group(a, 3)
+    second = plain.sample_group(b, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(first.prompt_ids, second.prompt_ids))

@@ -100,6 +100,9 @@ class TrainConfig:
     # share of multi-object ensemble groups has an object first annotated on a later prompt.
     davis_composites: float = 0.0
     late_annotation: float = 0.0
+    # This share of the composites is cut as the engine's crop pass sees a small object: windows
+    # around it, that object alone (composites.object_windows).
+    object_windows: float = 0.0
     synthetic_weight: float = 1.0
     seed: int = 0
     bf16: bool = False
@@ -128,7 +131,7 @@ def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
 
 def build_sources(config: TrainConfig, size: int) -> tuple[list, list[float]]:
     """Pair sources and their sampling weights."""
-    for name in ("davis_composites", "late_annotation"):
+    for name in ("davis_composites", "late_annotation", "object_windows"):
         if not 0 <= getattr(config, name) <= 1:
             raise UserError(f"train: {name} {getattr(config, name)}: expected a share in [0, 1]")
     sources: list = []
@@ -147,7 +150,12 @@ def build_sources(config: TrainConfig, size: int) -> tuple[list, list[float]]:
             sources.append(davis)
             weights.append(config.davis_weight * (1 - config.davis_composites))
         if config.davis_composites > 0:
-            composites = CompositePairs(davis.sequences, size, late_share=config.late_annotation)
+            composites = CompositePairs(
+                davis.sequences,
+                size,
+                late_share=config.late_annotation,
+                window_share=config.object_windows,
+            )
             sources.append(LateAnnotation(composites, config.late_annotation))
             weights.append(config.davis_weight * config.davis_composites)
     if not sources:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from seggpt_video.crops import CROP_BELOW, Window, object_box, window_around
 from seggpt_video.errors import UserError
 from seggpt_video.training.pairs import (
     Group,
@@ -34,6 +35,12 @@ TRAIN_SCALES = (0.15, 0.6)
 """The same in training: down to small objects, a few model pixels at 64x64."""
 VARIANTS = ("both", "late")
 """Both objects annotated on frame 0; the second entering at a third of the clip."""
+WINDOW_MIN_SIDES = (0.13, 0.27)
+"""A training window's least side over the frame's shorter side: the packaged model's 64-pixel
+input in a 480p or a 240p frame, the least window the engine's crop pass uses there."""
+QUERY_WINDOW_SHIFT = 0.15
+"""The query's window is moved by up to this share of its side: the engine places it around
+the object's box in the frame before, which the object has since left a little."""
 
 
 @dataclass
@@ -262,6 +269,9 @@ class CompositePairs:
     its own colour. ``late_share`` of the groups have a pasted object enter between the annotated
     frame and the query, annotated on its entry frame (see :meth:`sample_group`).
 
+    ``window_share`` of the samples are cut as the engine's crop pass sees a small object (see
+    :func:`object_windows`).
+
     sequences: (frames, ids) lists as :class:`~seggpt_video.training.pairs.DavisPairs` holds them.
     """
 
@@ -275,6 +285,7 @@ class CompositePairs:
         late_share: float = 0.0,
         scales: tuple[float, float] = TRAIN_SCALES,
         max_pasted: int = 2,
+        window_share: float = 0.0,
     ) -> None:
         if len(sequences) < 2:
             raise UserError(f"composites need two or more sequences, got {len(sequences)}")
@@ -284,6 +295,7 @@ class CompositePairs:
         self.late_share = late_share
         self.scales = scales
         self.max_pasted = max_pasted
+        self.window_share = window_share
 
     def layers(
         self, rng: np.random.Generator, base: int, span: tuple[int, int], entry: int
@@ -313,6 +325,11 @@ class CompositePairs:
     def _frames(self, base: int, layers: list[Layer], indices: list[int], rng) -> tuple:
         """The composite frames ``indices``, cropped by one random box showing most objects."""
         composed = [compose(self.sequences[base], layers, t) for t in indices]
+        # Drawn only when asked for, so that the batches of earlier recipes stay as they were.
+        if self.window_share > 0 and rng.random() < self.window_share:
+            windowed = self._windowed(composed, rng)
+            if windowed is not None:
+                return windowed
         first_ids = composed[0][1]
         wanted = len(np.unique(first_ids[first_ids > 0]))
         box = _random_box(first_ids.shape, rng)
@@ -324,6 +341,24 @@ class CompositePairs:
             box = _random_box(first_ids.shape, rng)
         flip = rng.random() < 0.5
         crops = [_crop(frame, ids, box, self.size, flip) for frame, ids in composed]
+        return [c[0] for c in crops], [c[1] for c in crops]
+
+    def _windowed(self, composed: list[tuple[np.ndarray, np.ndarray]], rng) -> tuple | None:
+        """Composite frames cut as the crop pass sees a small object (object_windows), that
+        object alone; None when the first frame has no small object. The crop pass's prompts
+        all show the object, so a prompt frame without it is the annotated frame once more."""
+        windowed = object_windows([ids for _, ids in composed], rng)
+        if windowed is None:
+            return None
+        object_id, windows = windowed
+        flip = rng.random() < 0.5
+        shown = [k if (ids == object_id).any() else 0 for k, (_, ids) in enumerate(composed)]
+        shown[-1] = len(composed) - 1  # the query stays, shown or not
+        crops = []
+        for k in shown:
+            frame, ids = composed[k]
+            alone = np.where(ids == object_id, object_id, 0).astype(np.uint8)
+            crops.append(_crop(frame, alone, windows[k], self.size, flip))
         return [c[0] for c in crops], [c[1] for c in crops]
 
     def sample(self, rng: np.random.Generator) -> Pair:
@@ -369,6 +404,48 @@ class CompositePairs:
             if ids[0].any():
                 break
         return Group(images[:-1], ids[:-1], images[-1], ids[-1], _own_classes(ids))
+
+
+def object_windows(
+    ids: list[np.ndarray], rng: np.random.Generator
+) -> tuple[int, list[tuple[int, int, int, int]]] | None:
+    """A small object of the first frame's ids and a crop box (top, left, side, side) per frame,
+    as the engine's crop pass (seggpt_video.crops) cuts prompts and query: each prompt's window
+    around the object's box in its frame (the last window where it is absent), the query's
+    (the last frame) around its box moved a little. None when no object of the first frame is
+    under the crop pass's area.
+
+    The least side is drawn in WINDOW_MIN_SIDES: the model's input in frame pixels at 240p-480p.
+    """
+    first = ids[0]
+    small = [
+        int(i)
+        for i in np.unique(first)
+        if i and np.count_nonzero(first == i) < CROP_BELOW * first.size
+    ]
+    if not small:
+        return None
+    object_id = int(rng.choice(small))
+    least = max(1, round(rng.uniform(*WINDOW_MIN_SIDES) * min(first.shape)))
+    windows: list[Window] = []
+    for k, frame_ids in enumerate(ids):
+        box = object_box(frame_ids == object_id)
+        if box is None:
+            windows.append(windows[-1])
+            continue
+        window = window_around(box, frame_ids.shape, least)
+        if k == len(ids) - 1:
+            window = _shifted(window, frame_ids.shape, rng)
+        windows.append(window)
+    return object_id, [(w.top, w.left, w.side, w.side) for w in windows]
+
+
+def _shifted(window: Window, shape: tuple[int, int], rng: np.random.Generator) -> Window:
+    """The window moved by up to QUERY_WINDOW_SHIFT of its side each way, kept in the frame."""
+    dy, dx = (rng.uniform(-QUERY_WINDOW_SHIFT, QUERY_WINDOW_SHIFT, size=2) * window.side).round()
+    top = int(np.clip(window.top + dy, 0, shape[0] - window.side))
+    left = int(np.clip(window.left + dx, 0, shape[1] - window.side))
+    return Window(top, left, window.side)
 
 
 def _own_classes(ids: list[np.ndarray]) -> dict[int, int]:
