@@ -20,6 +20,15 @@ benchmarks/results/bench_bf16_flips.json.
 through the Python API (seggpt_video.load, then segment on the two frames [frame 0, query] with
 frame 0's ground truth), --dtype bf16 against fp32, with --crops auto (run's default: small
 objects on a window around them) and off; mask IoU at frame size, mean and worst frame.
+
+    python benchmarks/bench_bf16_flips.py --recheck          # would an fp32 re-check pay?
+
+--recheck asks whether bf16 with an fp32 second look would reach the worst-frame target: a frame
+whose bf16 painting has more than R * (object area) pixels within T levels of the decision
+(128) would be painted again in fp32 (its mask then equals fp32's). For a grid of T and R it
+reports the share of frames re-painted and the worst frame-size IoU left, on the same queries;
+and how far bf16 moves the pixels that flip (if a flip can move 100 levels, no margin catches
+it cheaply).
 """
 
 from __future__ import annotations
@@ -155,6 +164,71 @@ def through_run(model: str, offset: int) -> list[dict]:
     return rows
 
 
+def paint_queries(predictors: dict[str, SegGPTPredictor], offset: int) -> tuple:
+    """Every query of queries_of(offset) painted by each predictor from frame 0's ground truth:
+    names of the frames, paintings (per sequence, (B, 3, S, S)), masks at frame size (per
+    sequence, (B, H, W) bool, refined as run does) and seconds in the model, per predictor."""
+    palette = ObjectPalette([1])
+    painted = {name: [] for name in predictors}
+    full = {name: [] for name in predictors}
+    seconds = dict.fromkeys(predictors, 0.0)
+    where: list[str] = []
+    for sequence, first, truth, images in queries_of(offset):
+        where += [f"{sequence}/{offset + 10 * k:05d}" for k in range(len(images))]
+        for name, predictor in predictors.items():
+            prompts = predictor.prepare_prompts([first], [palette.paint(truth.astype(np.uint8))])
+            queries = predictor.prepare_images(images)
+            start = time.perf_counter()
+            out = predictor.paint(prompts, queries)
+            seconds[name] += time.perf_counter() - start
+            painted[name].append(out)
+            decoded = decode_batch(
+                [out], [palette], [1], [1], images[0].shape[:2],
+                refine=DEFAULT_SETTINGS, guide=to_tensor_images(images),
+            )  # fmt: skip
+            full[name].append(decoded.labels > 0)
+    return where, painted, full, seconds
+
+
+def recheck(model_name: str, offset: int) -> list[dict]:
+    """The fp32 re-check's grid (see --recheck): one row per (T levels, R share)."""
+    tune_cpu_runtime()
+    model = load_model(model_name)
+    predictors = {
+        "fp32": SegGPTPredictor(copy.deepcopy(model), "cpu"),
+        "bf16": bf16_keeping(model, set()),
+    }
+    where, painted, full, _ = paint_queries(predictors, offset)
+    whiteness = {name: torch.cat(parts).float().mean(dim=1) for name, parts in painted.items()}
+    masks = {name: [m for part in parts for m in part] for name, parts in full.items()}
+    bf16, fp32 = whiteness["bf16"], whiteness["fp32"]
+    flipped = (bf16 > 128) != (fp32 > 128)
+    moved = (bf16 - fp32).abs()[flipped]
+    frame_iou = torch.stack(
+        [iou(a[None], b[None])[0] for a, b in zip(masks["bf16"], masks["fp32"], strict=True)]
+    )
+    area = (bf16 > 128).flatten(1).sum(1).clamp(min=1)
+    rows = []
+    for levels in (2, 4, 8, 16):
+        close = ((bf16 - 128).abs() < levels).flatten(1).sum(1)
+        for share in (0.005, 0.01, 0.02, 0.05):
+            again = close > share * area
+            left = torch.where(again, torch.ones_like(frame_iou), frame_iou)
+            rows.append(
+                {
+                    "within_levels": levels,
+                    "of_object_area": share,
+                    "frames_repainted_%": round(100 * again.float().mean().item(), 1),
+                    "frame_size_iou_worst": round(left.min().item(), 4),
+                    "worst_frame": where[int(left.argmin())],
+                    "frames_below_0.98": int((left < 0.98).sum()),
+                    "flips_moved_max_levels": round(moved.max().item(), 1),
+                    "flips_moved_median_levels": round(moved.median().item(), 1),
+                }
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="seggpt-tiny")
@@ -175,6 +249,7 @@ def main() -> None:
         help=f"variants: steps joined by + ({', '.join(STEPS)})",
     )
     parser.add_argument("--through-run", action="store_true", help="run's path (see above)")
+    parser.add_argument("--recheck", action="store_true", help="an fp32 re-check (see above)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.through_run:
@@ -182,6 +257,12 @@ def main() -> None:
         print_table(f"bf16 against fp32 through run's path: {args.model}", rows, list(rows[0]))
         result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "rows": rows}
         print("wrote", write_json("bench_bf16_flips_run", result, args.json))
+        return
+    if args.recheck:
+        rows = recheck(args.model, args.offset)
+        print_table(f"bf16 with an fp32 re-check, simulated: {args.model}", rows, list(rows[0]))
+        result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "rows": rows}
+        print("wrote", write_json("bench_bf16_flips_recheck", result, args.json))
         return
     for variant in args.keep:
         if unknown := set(variant.split("+")) - set(STEPS):
@@ -197,24 +278,7 @@ def main() -> None:
         name = "fp32, weights rounded to bf16" if variant == "weights" else f"bf16, {variant} fp32"
         predictors[name] = bf16_keeping(model, set(variant.split("+")))
     palette = ObjectPalette([1])
-    painted = {name: [] for name in predictors}
-    full = {name: [] for name in predictors}
-    seconds = dict.fromkeys(predictors, 0.0)
-    where: list[str] = []
-    for sequence, first, truth, images in queries_of(args.offset):
-        where += [f"{sequence}/{args.offset + 10 * k:05d}" for k in range(len(images))]
-        for name, predictor in predictors.items():
-            prompts = predictor.prepare_prompts([first], [palette.paint(truth.astype(np.uint8))])
-            queries = predictor.prepare_images(images)
-            start = time.perf_counter()
-            out = predictor.paint(prompts, queries)
-            seconds[name] += time.perf_counter() - start
-            painted[name].append(out)
-            decoded = decode_batch(
-                [out], [palette], [1], [1], images[0].shape[:2],
-                refine=DEFAULT_SETTINGS, guide=to_tensor_images(images),
-            )  # fmt: skip
-            full[name].append(decoded.labels > 0)
+    where, painted, full, seconds = paint_queries(predictors, args.offset)
 
     reference = palette.decode(torch.cat(painted["fp32"])) > 0
     reference_full = [mask for part in full["fp32"] for mask in part]
