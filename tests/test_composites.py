@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seggpt_video.crops import WINDOW_PER_OBJECT
 from seggpt_video.errors import UserError
 from seggpt_video.training.coloring import TrainConfig, build_sources
-from seggpt_video.crops import WINDOW_PER_OBJECT
 from seggpt_video.training.composites import (
     BENCH_SCALES,
     QUERY_WINDOW_SHIFT,
