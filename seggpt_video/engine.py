@@ -376,9 +376,9 @@ class _Propagation:
         if self.crops:
             # Small objects come from their crop passes; the memory keeps the pasted ids.
             for object_id, crop in self.crops.items():
-                window = crop.window
+                window, guarded = crop.window, set(self.crops) - {object_id}
                 for labels, inside in zip(labels_np, crop.segment(frames), strict=True):
-                    paste(labels, object_id, window, inside)
+                    paste(labels, object_id, window, inside, guarded)
             model_np = np.stack([self._model_size(labels) for labels in labels_np])
             model_labels = torch.from_numpy(model_np).to(queries.device)
         for position, (index, frame) in enumerate(batch):

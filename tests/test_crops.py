@@ -47,6 +47,27 @@ def test_paste_makes_the_crop_the_object_but_not_a_neighbour_and_an_empty_crop_k
     assert np.array_equal(labels, before)
 
 
+def test_a_crop_finding_its_lost_object_inside_a_neighbour_takes_it_back():
+    """An object that hid behind another comes back labelled as that one by the full pass
+    (synthetic clip 700001): the full pass has none of it, and its crop's find lies on the
+    neighbour. The crop takes it, unless the neighbour has a crop pass of its own or the full
+    pass still has some of the object."""
+    labels = np.zeros((10, 10), np.uint8)
+    labels[2:9, 2:9] = 1  # 49 px
+    labels[2, 2] = 0  # the find (rows 2-5, columns 2-5) is 1 background pixel of 16
+    inside = np.ones((4, 4), bool)
+    claimed = labels.copy()
+    paste(claimed, 2, Window(2, 2, 4), inside)
+    assert np.count_nonzero(claimed == 2) == 16 and np.count_nonzero(claimed == 1) == 48 - 15
+    guarded = labels.copy()
+    paste(guarded, 2, Window(2, 2, 4), inside, guarded={1})
+    assert np.count_nonzero(guarded == 2) == 1 and np.count_nonzero(guarded == 1) == 48
+    still_found = labels.copy()
+    still_found[9, 9] = 2
+    paste(still_found, 2, Window(2, 2, 4), inside)
+    assert np.count_nonzero(still_found == 2) == 1 and np.count_nonzero(still_found == 1) == 48
+
+
 def small_mask() -> np.ndarray:
     labels = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
     labels[10:14, 20:25] = 1  # 20 of 2,240 pixels: under 2 %
