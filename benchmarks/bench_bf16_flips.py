@@ -252,18 +252,21 @@ def main() -> None:
     parser.add_argument("--recheck", action="store_true", help="an fp32 re-check (see above)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    if args.through_run:
-        rows = through_run(args.model, args.offset)
-        print_table(f"bf16 against fp32 through run's path: {args.model}", rows, list(rows[0]))
-        result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "rows": rows}
-        print("wrote", write_json("bench_bf16_flips_run", result, args.json))
-        return
-    if args.recheck:
-        rows = recheck(args.model, args.offset)
-        print_table(f"bf16 with an fp32 re-check, simulated: {args.model}", rows, list(rows[0]))
-        result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "rows": rows}
-        print("wrote", write_json("bench_bf16_flips_recheck", result, args.json))
-        return
+    other = {  # the tables that replace the --keep one: function, title, JSON name
+        "through_run": (through_run, "bf16 against fp32 through run's path", "run"),
+        "recheck": (recheck, "bf16 with an fp32 re-check, simulated", "recheck"),
+    }
+    for flag, (table, title, name) in other.items():
+        if getattr(args, flag):
+            rows = table(args.model, args.offset)
+            print_table(f"{title}: {args.model}", rows, list(rows[0]))
+            result = {
+                "command": " ".join(["python", *sys.argv]),
+                "machine": machine(),
+                "rows": rows,
+            }
+            print("wrote", write_json(f"bench_bf16_flips_{name}", result, args.json))
+            return
     for variant in args.keep:
         if unknown := set(variant.split("+")) - set(STEPS):
             parser.error(f"--keep {variant}: unknown step {sorted(unknown)[0]!r}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from seggpt_video.crops import CROP_BELOW, Window, object_box, window_around
+from seggpt_video.crops import Window, is_small, object_box, window_around
 from seggpt_video.errors import UserError
 from seggpt_video.training.pairs import (
     Group,
@@ -418,11 +418,7 @@ def object_windows(
     The least side is drawn in WINDOW_MIN_SIDES: the model's input in frame pixels at 240p-480p.
     """
     first = ids[0]
-    small = [
-        int(i)
-        for i in np.unique(first)
-        if i and np.count_nonzero(first == i) < CROP_BELOW * first.size
-    ]
+    small = [int(i) for i in np.unique(first) if i and is_small(first, int(i))]
     if not small:
         return None
     object_id = int(rng.choice(small))
