@@ -323,7 +323,8 @@ class CompositePairs:
         return layers
 
     def _frames(self, base: int, layers: list[Layer], indices: list[int], rng) -> tuple:
-        """The composite frames ``indices``, cropped by one random box showing most objects."""
+        """The composite frames ``indices``, cropped by one random box showing most objects, or
+        (``window_share`` of them) by windows around one small object (:meth:`_windowed`)."""
         composed = [compose(self.sequences[base], layers, t) for t in indices]
         # Drawn only when asked for, so that the batches of earlier recipes stay as they were.
         if self.window_share > 0 and rng.random() < self.window_share:
