@@ -13,7 +13,7 @@ them), so a resumed run gives the same masks as one never interrupted.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -333,7 +333,7 @@ class _Propagation:
         if index == 0 and not self.has_examples:
             merged = labels
         else:
-            predicted = self._decode(query, [frame]).labels[0].cpu().numpy()
+            predicted = self._decode(query, [frame])[0].labels[0].cpu().numpy()
             merged = predicted.copy()
             merged[np.isin(merged, np.unique(labels[labels > 0]))] = 0
             merged[labels > 0] = labels[labels > 0]
@@ -369,15 +369,16 @@ class _Propagation:
         """Frames that go through the model together, each remembered as it is handed out."""
         frames = [frame for _, frame in batch]
         queries = self.predictor.prepare_images(frames)
-        decoded = self._decode(queries, frames)
+        crops = list(self.crops.items())
+        decoded, found = self._decode(queries, frames, [crop for _, crop in crops])
         model_labels = decoded.model_labels
         labels_np, model_np = decoded.labels.cpu().numpy(), model_labels.cpu().numpy()
         alpha_np = decoded.alpha.cpu().numpy() if decoded.alpha is not None else None
-        if self.crops:
+        if crops:
             # Small objects come from their crop passes; the memory keeps the pasted ids.
-            for object_id, crop in self.crops.items():
+            for (object_id, crop), insides in zip(crops, found, strict=True):
                 window, guarded = crop.window, set(self.crops) - {object_id}
-                for labels, inside in zip(labels_np, crop.segment(frames), strict=True):
+                for labels, inside in zip(labels_np, insides, strict=True):
                     paste(labels, object_id, window, inside, guarded)
             model_np = np.stack([self._model_size(labels) for labels in labels_np])
             model_labels = torch.from_numpy(model_np).to(queries.device)
@@ -422,16 +423,33 @@ class _Propagation:
                 crop.follow(labels)
         return SegmentedFrame(index, frame, labels, model_labels, recalled=True, alpha=alpha)
 
-    def _decode(self, queries: torch.Tensor, frames: list[np.ndarray]) -> DecodedBatch:
+    def _decode(
+        self,
+        queries: torch.Tensor,
+        frames: list[np.ndarray],
+        crops: Sequence[_ObjectCrop] = (),
+    ) -> tuple[DecodedBatch, list[list[np.ndarray]]]:
         """Object ids of a batch at frame size (B, H, W) and at model size (B, S, S), and its
-        soft mattes with ``soft``; refined on the model's device with the frames as the guide."""
+        soft mattes with ``soft``; refined on the model's device with the frames as the guide.
+        With them, what each crop pass finds in each frame's window, painted in the same model
+        call as the full passes."""
         # A pass none of whose objects is annotated yet has nothing to look for.
         passes = [p for p in self.passes if self.present.intersection(p.palette.object_ids)]
-        painted = [p.predictor.paint(p.prompt_tensors(), queries) for p in passes]
+        crop_inputs = [crop.query(frames) for crop in crops]
+        painted = self.predictor.paint_each(
+            [(p.prompt_tensors(), queries) for p in passes]
+            + [(crop.prompt_tensors(), query) for crop, (_, query) in zip(crops, crop_inputs)]
+        )
+        found = [
+            crop.decode(painting, windows)
+            for crop, (windows, _), painting in zip(
+                crops, crop_inputs, painted[len(passes) :], strict=True
+            )
+        ]
         refine = self.options.refine_settings if self.options.refine == "guided" else None
         guide = to_tensor_images(frames).to(queries.device) if refine is not None else None
-        return decode_batch(
-            painted,
+        decoded = decode_batch(
+            painted[: len(passes)],
             [p.palette for p in passes],
             sorted(self.present),
             self.object_ids,
@@ -441,6 +459,7 @@ class _Propagation:
             guide=guide,
             soft=self.options.soft,
         )
+        return decoded, found
 
     def _model_size(self, labels: np.ndarray) -> np.ndarray:
         """Ids (H, W) resized to the model's input as a prompt mask is (nearest), (S, S)."""
@@ -535,19 +554,24 @@ class _ObjectCrop:
             self.window = window_around(box, labels.shape, self.predictor.size)
         return box is not None
 
-    def segment(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """The object in each frame's window: (side, side) bool each."""
-        crops = [self.window.crop(frame) for frame in frames]
-        queries = self.predictor.prepare_images(crops)
-        painted = self.predictor.paint(self.one_pass.prompt_tensors(), queries)
+    def query(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], torch.Tensor]:
+        """Each frame's window (side, side, 3) and its model input (B, 3, S, S)."""
+        windows = [self.window.crop(frame) for frame in frames]
+        return windows, self.predictor.prepare_images(windows)
+
+    def prompt_tensors(self) -> PromptTensors:
+        return self.one_pass.prompt_tensors()
+
+    def decode(self, painted: torch.Tensor, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """The object in each window from its painting (B, 3, S, S): (side, side) bool each."""
         refine = self.options.refine_settings if self.options.refine == "guided" else None
-        guide = to_tensor_images(crops).to(queries.device) if refine is not None else None
+        guide = to_tensor_images(windows).to(painted.device) if refine is not None else None
         decoded = decode_batch(
             [painted],
             [self.one_pass.palette],
             [self.object_id],
             [self.object_id],
-            crops[0].shape[:2],
+            windows[0].shape[:2],
             mode=self.options.upsample,
             refine=refine,
             guide=guide,

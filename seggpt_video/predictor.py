@@ -181,19 +181,54 @@ class SegGPTPredictor:
         return PromptTensors(self.prepare_images(images), self.prepare_masks(masks))
 
     # -- inference ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def paint(self, prompts: PromptTensors, queries: torch.Tensor) -> torch.Tensor:
         """Paint every query's mask using all prompts (feature ensemble when more than one).
 
         prompts: P prompts, (P, 3, S, S) each; queries: (Q, 3, S, S) from :meth:`prepare_images`.
-        Returns (Q, 3, S, S) float RGB in [0, 255]. On out-of-memory the queries are split in
-        halves until they fit, and the size that fits is kept for later calls.
+        Returns (Q, 3, S, S) float RGB in [0, 255].
         """
+        return self.paint_each([(prompts, queries)])[0]
+
+    @torch.inference_mode()
+    def paint_each(self, jobs: list[tuple[PromptTensors, torch.Tensor]]) -> list[torch.Tensor]:
+        """:meth:`paint` for each (prompts, queries) job; jobs with as many prompts share one
+        model call (a frame's full pass and its small objects' crop passes: larger matrices,
+        one walk through the blocks). On out-of-memory a call's queries are split in halves
+        until they fit, and the size that fits is kept for later calls.
+        """
+        painted: list[torch.Tensor | None] = [None] * len(jobs)
+        groups: dict[int, list[int]] = {}
+        for position, (prompts, _) in enumerate(jobs):
+            groups.setdefault(len(prompts), []).append(position)
+        for members in groups.values():
+            prompt_sets = [jobs[position][0] for position in members]
+            queries = [jobs[position][1] for position in members]
+            targets = self.prompt_targets(prompt_sets)
+            if len(members) == 1:  # (1, P, ...): broadcast over the queries without a copy
+                images, targets = prompt_sets[0].images[None], targets[0][None]
+            else:
+                counts = [query.shape[0] for query in queries]
+                images = torch.cat(
+                    [p.images.expand(n, -1, -1, -1, -1) for p, n in zip(prompt_sets, counts)]
+                )
+                targets = torch.cat([t.expand(n, -1, -1, -1, -1) for t, n in zip(targets, counts)])
+            group = self._paint_fitting(images, targets, torch.cat(queries))
+            for position, part in zip(members, group.split([q.shape[0] for q in queries])):
+                painted[position] = part
+        return painted
+
+    def _paint_fitting(
+        self, images: torch.Tensor, targets: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_paint` in as many calls as memory needs (see :meth:`paint_each`)."""
         painted, start = [], 0
         while start < queries.shape[0]:
             count = min(self.max_queries or queries.shape[0], queries.shape[0] - start)
+            part = slice(start, start + count) if images.shape[0] > 1 else slice(None)
             try:
-                painted.append(self._paint(prompts, queries[start : start + count]))
+                painted.append(
+                    self._paint(images[part], targets[part], queries[start : start + count])
+                )
             except torch.OutOfMemoryError:
                 if count == 1:
                     raise
@@ -204,25 +239,40 @@ class SegGPTPredictor:
             start += count
         return torch.cat(painted)
 
-    def prompt_targets(self, prompts: PromptTensors) -> torch.Tensor:
-        """The target stream of a prompt set up to the merge, (P, rows, cols, C), cached.
+    def prompt_targets(self, prompt_sets: list[PromptTensors]) -> list[torch.Tensor]:
+        """The target stream of each prompt set (P prompts each) up to the merge, (P, rows, cols,
+        C), cached; the sets not cached are encoded in one call.
 
         It depends only on the prompts' masks, not on the query: it serves every query of a
         batch, and every later frame while the masks are unchanged (e.g. without memory).
         """
-        for index, (masks, targets) in enumerate(self._targets):
-            if masks.shape == prompts.masks.shape and torch.equal(masks, prompts.masks):
+        found = [self._cached_targets(prompts.masks) for prompts in prompt_sets]
+        missing = [prompts for prompts, targets in zip(prompt_sets, found) if targets is None]
+        if missing:
+            # The query half of the target is replaced by mask tokens; the release fills it with
+            # the prompt's mask, which we copy so the raw inputs are identical.
+            masks = torch.cat([prompts.masks for prompts in missing])
+            tgts = torch.cat([masks, masks], dim=2)
+            seg_type = torch.full((masks.shape[0],), self.seg_type, device=self.device)
+            count = len(missing[0])
+            encoded = self.model.encode_targets(tgts, self._masked_query(), seg_type, count)
+            fresh = iter(encoded.split(count))
+            for prompts, targets in zip(missing, fresh):
+                self._targets.insert(0, (prompts.masks, targets))
+            found = [
+                self._cached_targets(prompts.masks) if targets is None else targets
+                for prompts, targets in zip(prompt_sets, found)
+            ]
+            while sum(len(masks) for masks, _ in self._targets) > TARGET_CACHE_PROMPTS:
+                self._targets.pop()
+        return found
+
+    def _cached_targets(self, masks: torch.Tensor) -> torch.Tensor | None:
+        for index, (cached, targets) in enumerate(self._targets):
+            if cached.shape == masks.shape and torch.equal(cached, masks):
                 self._targets.insert(0, self._targets.pop(index))
                 return targets
-        # The query half of the target is replaced by mask tokens; the release fills it with the
-        # prompt's mask, which we copy so the raw inputs are identical.
-        tgts = torch.cat([prompts.masks, prompts.masks], dim=2)
-        seg_type = torch.full((len(prompts),), self.seg_type, device=self.device)
-        targets = self.model.encode_targets(tgts, self._masked_query(), seg_type, len(prompts))
-        self._targets.insert(0, (prompts.masks, targets))
-        while sum(len(masks) for masks, _ in self._targets) > TARGET_CACHE_PROMPTS:
-            self._targets.pop()
-        return targets
+        return None
 
     def _masked_query(self) -> torch.Tensor:
         """bool_masked_pos: the query half of the target is masked, (1, L)."""
@@ -231,11 +281,15 @@ class SegGPTPredictor:
         masked[:, rows * cols // 2 :] = True
         return masked
 
-    def _paint(self, prompts: PromptTensors, queries: torch.Tensor) -> torch.Tensor:
-        num_prompts, num_queries = len(prompts), queries.shape[0]
+    def _paint(
+        self, images: torch.Tensor, targets: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
+        """images: prompt images (Q or 1, P, 3, S, S); targets: their target streams (Q or 1, P,
+        rows, cols, C); queries (Q, 3, S, S). Returns (Q, 3, S, S) float RGB in [0, 255]."""
+        num_queries, num_prompts = queries.shape[0], images.shape[1]
         imgs = torch.cat(
             [
-                prompts.images.unsqueeze(0).expand(num_queries, -1, -1, -1, -1),
+                images.expand(num_queries, -1, -1, -1, -1),
                 queries.unsqueeze(1).expand(-1, num_prompts, -1, -1, -1),
             ],
             dim=3,
@@ -247,7 +301,7 @@ class SegGPTPredictor:
             self._masked_query(),
             seg_type,
             prompts_per_query=num_prompts,
-            targets=self.prompt_targets(prompts),
+            targets=targets.flatten(0, 1),
         )
         # Every prompt of a query carries the same ensembled query half: decode the first's.
         features = [f.unflatten(0, (num_queries, num_prompts))[:, 0] for f in features]

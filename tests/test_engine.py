@@ -32,9 +32,10 @@ class SpyPredictor(SegGPTPredictor):
         levels = ((images.float() * std + mean) * 255).mean(dim=(1, 2, 3))
         return [round(level.item() / 10) for level in levels]
 
-    def paint(self, prompts, queries):
-        self.calls.append((self.frame_of(prompts.images), self.frame_of(queries)))
-        return super().paint(prompts, queries)
+    def paint_each(self, jobs):
+        for prompts, queries in jobs:
+            self.calls.append((self.frame_of(prompts.images), self.frame_of(queries)))
+        return super().paint_each(jobs)
 
 
 def grey_frames(count: int) -> list[np.ndarray]:

@@ -222,9 +222,9 @@ class PaintingSpy(SegGPTPredictor):
         super().__init__(build_model("test-small"))
         self.paintings: list[torch.Tensor] = []
 
-    def paint(self, prompts, queries):
-        painted = super().paint(prompts, queries)
-        self.paintings.append(painted.clone())
+    def paint_each(self, jobs):
+        painted = super().paint_each(jobs)
+        self.paintings.extend(painting.clone() for painting in painted)
         return painted
 
 

@@ -72,10 +72,41 @@ def test_shared_targets_broadcast_over_queries():
         targets = model.encode_targets(tgts, masked, seg[:3], prompts_per_query=3)
         shared = model.forward_features(imgs, None, masked, seg, 3, targets=targets)
         plain = model.forward_features(imgs, tgts.repeat(2, 1, 1, 1), masked, seg, 3)
-        with pytest.raises(ValueError, match="targets for 3 prompts"):
+        with pytest.raises(ValueError, match="targets for 3 items"):
             model.forward_features(imgs, None, masked, seg, 2, targets=targets)
     for a, b in zip(shared, plain, strict=True):
         assert (a - b).abs().max().item() < 1e-5
+
+
+def test_jobs_with_as_many_prompts_share_one_model_call():
+    """A frame's full pass and its crop passes: one walk through the blocks, the same paintings."""
+    predictor = SegGPTPredictor(random_model(SMALL))
+    size = SMALL.prompt_size
+    jobs = [
+        (random_prompts(2, size, seed=20), torch.randn(1, 3, size, size)),
+        (random_prompts(2, size, seed=21), torch.randn(2, 3, size, size)),
+        (random_prompts(1, size, seed=22), torch.randn(1, 3, size, size)),
+    ]
+    alone = [predictor.paint(prompts, queries) for prompts, queries in jobs]
+    predictor._targets.clear()
+    calls, encodes = [], []
+    paint, encode = predictor._paint, predictor.model.encode_targets
+
+    def counting_paint(images, targets, queries):
+        calls.append(queries.shape[0])
+        return paint(images, targets, queries)
+
+    def counting_encode(*args, **kwargs):
+        encodes.append(args[0].shape[0])
+        return encode(*args, **kwargs)
+
+    predictor._paint, predictor.model.encode_targets = counting_paint, counting_encode
+    together = predictor.paint_each(jobs)
+    assert calls == [3, 1]  # the two-prompt jobs' three queries in one call, then the other
+    assert encodes == [4, 1]  # their target streams too
+    for a, b in zip(together, alone, strict=True):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() < 1e-3
 
 
 def test_target_stream_is_cached_by_mask_content():
@@ -116,11 +147,11 @@ def test_out_of_memory_splits_the_batch_and_remembers():
     sizes = []
     real = predictor._paint
 
-    def small_memory(prompts, queries):
+    def small_memory(images, targets, queries):
         sizes.append(queries.shape[0])
         if queries.shape[0] > 2:
             raise torch.OutOfMemoryError("injected: CUDA out of memory")
-        return real(prompts, queries)
+        return real(images, targets, queries)
 
     predictor._paint = small_memory
     assert (predictor.paint(prompts, queries) - expected).abs().max().item() < 1e-3
@@ -131,7 +162,7 @@ def test_out_of_memory_splits_the_batch_and_remembers():
     assert sizes == [2, 2, 1]  # remembered: no failed attempt the second time
     predictor.max_queries = None
 
-    def no_memory(prompts, queries):
+    def no_memory(images, targets, queries):
         raise torch.OutOfMemoryError("injected")
 
     predictor._paint = no_memory

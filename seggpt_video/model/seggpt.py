@@ -430,16 +430,17 @@ class SegGPT(nn.Module):
 
         The batch holds ``N / prompts_per_query`` queries, each with ``prompts_per_query`` prompts
         (query-major) sharing its query image; with more than one prompt the query halves are
-        ensembled per query. ``targets``, from :meth:`encode_targets` for one query's prompts
-        (P, rows, cols, C), serves every query in place of ``tgts``.
+        ensembled per query. ``targets``, from :meth:`encode_targets`, stand in for ``tgts``:
+        for one query's prompts (P, rows, cols, C), serving every query, or for each item
+        (N, rows, cols, C), when queries have prompts of their own.
         """
         batch, prompts = imgs.shape[0], prompts_per_query
         if batch % prompts:
             raise ValueError(f"batch {batch} is not a multiple of {prompts} prompts")
         if targets is None:
             targets = self.encode_targets(tgts, bool_masked_pos, seg_type, prompts)
-        elif targets.shape[0] != prompts:
-            raise ValueError(f"targets for {targets.shape[0]} prompts, not {prompts}")
+        elif targets.shape[0] not in (prompts, batch):
+            raise ValueError(f"targets for {targets.shape[0]} items, not {prompts} or {batch}")
         # (queries or 1, prompts, ...): shared targets broadcast over the queries without a copy.
         targets = targets.unflatten(0, (-1, prompts))
         # The streams are separate batch items up to the merge (the release's per-stream mean).
