@@ -8,7 +8,7 @@ The clip goes through seggpt_video.pipeline.segment_video exactly as `seggpt-vid
 (reader thread, engine, writer thread; outputs --formats into a temporary folder). The first
 frame's mask is the DAVIS ground truth, or for a video file a centred rectangle. Stages:
 decode (reader thread, overlaps the rest), preprocess (resizing and normalising frames and
-prompt masks), model (SegGPTPredictor.paint), postprocess (the rest of the engine: resizing the
+prompt masks), model (SegGPTPredictor.paint_each), postprocess (the rest of the engine: resizing the
 painted masks to frame size, decoding colours to ids, prompt memory), write (writer thread,
 overlaps). Also the mean IoU with the ground truth for DAVIS, so speed is seen beside accuracy.
 Prints a table and writes benchmarks/results/bench_video.json.
@@ -28,7 +28,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, print_table, write_json  # noqa: E402
 
-from seggpt_video.engine import Segmenter, SegmenterOptions  # noqa: E402
+from seggpt_video.crops import CROP_MODES  # noqa: E402
+from seggpt_video.engine import Segmenter, SegmenterOptions, default_memory  # noqa: E402
 from seggpt_video.errors import UserError  # noqa: E402
 from seggpt_video.io.video import open_video  # noqa: E402
 from seggpt_video.io.writers import make_writers  # noqa: E402
@@ -48,7 +49,7 @@ class StageClock:
         for name, stage in (
             ("prepare_images", "preprocess"),
             ("prepare_masks", "preprocess"),
-            ("paint", "model"),
+            ("paint_each", "model"),
         ):
             setattr(predictor, name, self._timed(getattr(predictor, name), stage))
 
@@ -119,7 +120,8 @@ def main() -> None:
     parser.add_argument("--preset", default="seggpt-tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32")
-    parser.add_argument("--memory", type=int, default=8)
+    parser.add_argument("--memory", type=int, default=None, help="default: run's, per model")
+    parser.add_argument("--crops", choices=CROP_MODES, default="auto")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--formats", nargs="+", default=["davis"])
     parser.add_argument("--json", type=Path, default=None)
@@ -127,7 +129,9 @@ def main() -> None:
 
     predictor, weights = make_predictor(args)
     clock = StageClock(predictor)
-    options = SegmenterOptions(memory=args.memory, batch_size=args.batch_size)
+    if args.memory is None:
+        args.memory = default_memory(predictor.name)
+    options = SegmenterOptions(memory=args.memory, batch_size=args.batch_size, crops=args.crops)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         source_path, labels, truth = clip_frames(args, scratch)
@@ -151,6 +155,7 @@ def main() -> None:
         "model": f"{args.preset} ({weights} weights)",
         "dtype": str(predictor.dtype).removeprefix("torch."),
         "memory": args.memory,
+        "crops": args.crops,
         "batch_size": args.batch_size,
         "frames_per_second": round(report.frames_per_second, 3),
         "mean_iou_vs_ground_truth": None if iou is None else round(iou, 4),

@@ -11,6 +11,9 @@ Written for the day a GPU is lent: one command, one JSON, short tables. Sections
   second fp32 run gives the run-to-run noise floor. 1 and 9 prompts.
 - throughput: seconds per frame of SegGPTPredictor.paint at 1 and 9 prompts, batch 1/4/8/16,
   a new prompt set every call (the target stream is recomputed, as with a prompt memory).
+- crop_batching: a frame's full pass and its small objects' crop passes (3 prompts each, a
+  new prompt set per job and call) painted by one SegGPTPredictor.paint_each call against one
+  paint call per job, as the engine did before: seconds and the largest difference.
 - attention: the folded form (position bias folded into q and k, fused SDPA unmasked) against
   the bias-as-mask form and the plain-softmax reference, per dtype and per SDPA backend.
 - compile: torch.compile modes against eager (CPU: skipped with the reason unless
@@ -87,6 +90,9 @@ CPU_COMPILE_SKIPPED = (
 CPU_ONLY_DEFAULT = (
     "CPU: only 'default' is tried on the CPU (CUDA graphs and GEMM autotuning are GPU features)"
 )
+# The crop-batching case: the engine's default prompt count (an annotated frame and memory 2).
+CROP_BATCH_PROMPTS = 3
+CROP_BATCH_JOBS = (2, 4)
 OOM_CPU_SKIPPED = (
     "CPU: torch.cuda.set_per_process_memory_fraction bounds only the CUDA caching allocator; "
     "there is no CPU memory budget to force an out-of-memory error with"
@@ -281,6 +287,54 @@ def check_throughput(check: Check) -> dict:
         "prompt_sets": "a new one every call (target stream recomputed, as with memory)",
         "cases": rows,
     }
+
+
+def crop_batching_case(check: Check, jobs: int) -> dict:
+    """``jobs`` prompt sets of 3 prompts, one query each: one grouped call against one call each."""
+    predictor = check.predictor(check.speed_dtype)
+    count = check.repeats + 2
+    sets = check.prompt_sets(predictor, CROP_BATCH_PROMPTS, jobs * count * 2)
+    queries = check.queries(predictor, CROP_BATCH_PROMPTS, jobs)
+    grouped_sets, separate_sets = sets[: jobs * count], sets[jobs * count :]
+
+    def work(i: int, chosen: list) -> list:
+        return [(chosen[i * jobs + j], queries[j : j + 1]) for j in range(jobs)]
+
+    grouped = measure(
+        lambda i: predictor.paint_each(work(i, grouped_sets)), check.device, check.repeats
+    )
+    separate = measure(
+        lambda i: [predictor.paint(*job) for job in work(i, separate_sets)],
+        check.device,
+        check.repeats,
+    )
+    predictor._targets.clear()
+    together = predictor.paint_each(work(0, grouped_sets))
+    predictor._targets.clear()
+    apart = [predictor.paint(*job) for job in work(0, grouped_sets)]
+    return {
+        "jobs": jobs,
+        "prompts": CROP_BATCH_PROMPTS,
+        "seconds_grouped": grouped["seconds"],
+        "seconds_separate": separate["seconds"],
+        "speedup": separate["seconds"] / grouped["seconds"],
+        "peak_memory_bytes": grouped["peak_memory_bytes"],
+        "max_abs_diff_levels": compare(torch.cat(apart), torch.cat(together))[
+            "max_abs_diff_levels"
+        ],
+    }
+
+
+def check_crop_batching(check: Check) -> dict:
+    """A full pass with one and with three crop passes (2 and 4 jobs)."""
+    rows = []
+    for jobs in CROP_BATCH_JOBS:
+        row: dict = {}
+        with recorded(row):
+            row.update(crop_batching_case(check, jobs))
+        rows.append(row)
+        free_memory(check.device)
+    return {"dtype": dtype_name(check.speed_dtype), "cases": rows}
 
 
 def attention_case(
@@ -610,6 +664,17 @@ TABLES = {
             ("max_queries", "max_queries"),
         ],
     ),
+    "crop_batching": (
+        f"full and crop passes in one call, {CROP_BATCH_PROMPTS} prompts a job, a query each",
+        [
+            ("jobs", "jobs"),
+            ("grouped s", "seconds_grouped"),
+            ("separate s", "seconds_separate"),
+            ("speedup", "speedup"),
+            ("peak MB", "peak_memory_bytes"),
+            ("max diff", "max_abs_diff_levels"),
+        ],
+    ),
     "attention": (
         f"attention forms, 1 prompt, batch {ATTENTION_BATCH}",
         [
@@ -801,6 +866,7 @@ def main(argv: list[str] | None = None) -> dict:
         sections: list[tuple[str, Callable[[], dict]]] = [
             ("precision", lambda: check_precision(check)),
             ("throughput", lambda: check_throughput(check)),
+            ("crop_batching", lambda: check_crop_batching(check)),
             ("attention", lambda: check_attention(check)),
             ("compile", lambda: check_compile(check, eager_case(result))),
             ("oom_backoff", lambda: check_oom_backoff(check)),

@@ -17,6 +17,7 @@ import gpu_check  # noqa: E402
 SECTIONS = (
     "precision",
     "throughput",
+    "crop_batching",
     "attention",
     "compile",
     "oom_backoff",
@@ -62,6 +63,15 @@ def test_every_section_is_there_and_every_number_is_finite(result):
     assert machine["torch_threads"] == 1  # test size runs on one thread
     assert "cpu_features" in machine and isinstance(machine["cpu_features"]["flags"], list)
     assert result["settings"]["peak_memory_source"].startswith("profiler")
+
+
+def test_crop_batching_paints_what_separate_calls_paint(result):
+    rows = result["crop_batching"]["cases"]
+    assert [row["jobs"] for row in rows] == [2, 4]
+    for row in rows:
+        assert row["max_abs_diff_levels"] < 0.05  # only the matrices' shapes differ
+        assert row["seconds_grouped"] > 0 and row["seconds_separate"] > 0
+        assert row["speedup"] == pytest.approx(row["seconds_separate"] / row["seconds_grouped"])
 
 
 def test_precision_differs_from_fp32_a_little(result):
