@@ -83,7 +83,7 @@ for index in range(1 + args.rounds):
     for name in order:
         p = cases[name]
         prompt, queries = data[name]
-        p._targets.clear()
+        p.forget_targets()
         w0, c0 = time.perf_counter(), time.process_time()
         p.paint(prompt, queries)
         w, c = time.perf_counter() - w0, time.process_time() - c0

@@ -123,7 +123,7 @@ def our_case(
 
     def run():
         if variant != "reuse":
-            predictor._targets.clear()
+            predictor.forget_targets()
         if variant != "unshared":
             return predictor.paint(prompt, queries)
         with patch.object(seggpt_module, "split_shared", lambda x, prompts: None):

@@ -308,9 +308,9 @@ def crop_batching_case(check: Check, jobs: int) -> dict:
         check.device,
         check.repeats,
     )
-    predictor._targets.clear()
+    predictor.forget_targets()
     together = predictor.paint_each(work(0, grouped_sets))
-    predictor._targets.clear()
+    predictor.forget_targets()
     apart = [predictor.paint(*job) for job in work(0, grouped_sets)]
     return {
         "jobs": jobs,

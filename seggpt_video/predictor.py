@@ -117,6 +117,9 @@ class SegGPTPredictor:
         self.max_queries: int | None = None
         # Target streams of recent prompt sets, newest first: (prompt masks, target stream).
         self._targets: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # The target stream's first block of recent prompts, newest first: (mask, its parts).
+        self._prompt_parts: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = []
+        self._target_query_half: torch.Tensor | None = None  # the mask tokens after embedding
         self.packed_linears = (
             pack and compile is None and self.device.type == "cpu" and packing_available(dtype)
         )
@@ -241,23 +244,24 @@ class SegGPTPredictor:
 
     def prompt_targets(self, prompt_sets: list[PromptTensors]) -> list[torch.Tensor]:
         """The target stream of each prompt set (P prompts each) up to the merge, (P, rows, cols,
-        C), cached; the sets not cached are encoded in one call.
+        C), cached; the sets not cached are finished in one call.
 
         It depends only on the prompts' masks, not on the query: it serves every query of a
-        batch, and every later frame while the masks are unchanged (e.g. without memory).
+        batch, and every later frame while the masks are unchanged (e.g. without memory). Its
+        first block is kept per prompt (:meth:`_target_prompts`), so a memory that moves on by
+        one frame pays that block for the new frame alone.
         """
         found = [self._cached_targets(prompts.masks) for prompts in prompt_sets]
         missing = [prompts for prompts, targets in zip(prompt_sets, found) if targets is None]
         if missing:
-            # The query half of the target is replaced by mask tokens; the release fills it with
-            # the prompt's mask, which we copy so the raw inputs are identical.
-            masks = torch.cat([prompts.masks for prompts in missing])
-            tgts = torch.cat([masks, masks], dim=2)
-            seg_type = torch.full((masks.shape[0],), self.seg_type, device=self.device)
             count = len(missing[0])
-            encoded = self.model.encode_targets(tgts, self._masked_query(), seg_type, count)
-            fresh = iter(encoded.split(count))
-            for prompts, targets in zip(missing, fresh):
+            prompt_halves, attended = self._target_prompts(
+                torch.cat([prompts.masks for prompts in missing])
+            )
+            encoded = self.model.finish_targets(
+                prompt_halves, attended, self._target_query_half, count
+            )
+            for prompts, targets in zip(missing, encoded.split(count)):
                 self._targets.insert(0, (prompts.masks, targets))
             found = [
                 self._cached_targets(prompts.masks) if targets is None else targets
@@ -266,6 +270,37 @@ class SegGPTPredictor:
             while sum(len(masks) for masks, _ in self._targets) > TARGET_CACHE_PROMPTS:
                 self._targets.pop()
         return found
+
+    def _target_prompts(self, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target stream's first block for each prompt mask (N, 3, S, S), cached per mask:
+        SegGPT.encode_target_prompts' prompt halves and attention outputs, (N, ...) each."""
+        parts: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for mask in masks:
+            parts.append(None)
+            for index, (cached, halves) in enumerate(self._prompt_parts):
+                if torch.equal(cached, mask):
+                    self._prompt_parts.insert(0, self._prompt_parts.pop(index))
+                    parts[-1] = halves
+                    break
+        new = [i for i, part in enumerate(parts) if part is None]
+        if new:
+            # The query half of the target is replaced by mask tokens; the release fills it with
+            # the prompt's mask, which we copy so the raw inputs are identical.
+            tgts = torch.cat([masks[new], masks[new]], dim=2)
+            seg_type = torch.full((len(new),), self.seg_type, device=self.device)
+            halves, attended, self._target_query_half = self.model.encode_target_prompts(
+                tgts, self._masked_query(), seg_type
+            )
+            for position, i in enumerate(new):
+                parts[i] = (halves[position : position + 1], attended[position : position + 1])
+                self._prompt_parts.insert(0, (masks[i], parts[i]))
+            del self._prompt_parts[TARGET_CACHE_PROMPTS:]
+        return torch.cat([half for half, _ in parts]), torch.cat([att for _, att in parts])
+
+    def forget_targets(self) -> None:
+        """Empty the target-stream caches (benchmarks that time the stream from scratch)."""
+        self._targets.clear()
+        self._prompt_parts.clear()
 
     def _cached_targets(self, masks: torch.Tensor) -> torch.Tensor | None:
         for index, (cached, targets) in enumerate(self._targets):

@@ -88,9 +88,9 @@ def test_jobs_with_as_many_prompts_share_one_model_call():
         (random_prompts(1, size, seed=22), torch.randn(1, 3, size, size)),
     ]
     alone = [predictor.paint(prompts, queries) for prompts, queries in jobs]
-    predictor._targets.clear()
+    predictor.forget_targets()
     calls, encodes = [], []
-    paint, encode = predictor._paint, predictor.model.encode_targets
+    paint, encode = predictor._paint, predictor.model.encode_target_prompts
 
     def counting_paint(images, targets, queries):
         calls.append(queries.shape[0])
@@ -100,7 +100,7 @@ def test_jobs_with_as_many_prompts_share_one_model_call():
         encodes.append(args[0].shape[0])
         return encode(*args, **kwargs)
 
-    predictor._paint, predictor.model.encode_targets = counting_paint, counting_encode
+    predictor._paint, predictor.model.encode_target_prompts = counting_paint, counting_encode
     together = predictor.paint_each(jobs)
     assert calls == [3, 1]  # the two-prompt jobs' three queries in one call, then the other
     assert encodes == [4, 1]  # their target streams too
@@ -112,13 +112,13 @@ def test_jobs_with_as_many_prompts_share_one_model_call():
 def test_target_stream_is_cached_by_mask_content():
     predictor = SegGPTPredictor(random_model(SMALL))
     calls = []
-    encode = predictor.model.encode_targets
+    encode = predictor.model.encode_target_prompts
 
     def counting(*args, **kwargs):
         calls.append(args[0].shape[0])
         return encode(*args, **kwargs)
 
-    predictor.model.encode_targets = counting
+    predictor.model.encode_target_prompts = counting
     prompts = random_prompts(2, SMALL.prompt_size, seed=3)
     queries = torch.randn(2, 3, SMALL.prompt_size, SMALL.prompt_size)
     first = predictor.paint(prompts, queries)
@@ -135,8 +135,42 @@ def test_target_stream_is_cached_by_mask_content():
     for seed in range(8):
         predictor.paint(random_prompts(2, SMALL.prompt_size, seed=10 + seed), queries)
     assert sum(len(masks) for masks, _ in predictor._targets) <= 16
+    assert len(predictor._prompt_parts) <= 16
     predictor.paint(prompts, queries)
     assert len(calls) == 2 + 8 + 1
+
+
+def test_a_memory_that_moves_on_pays_the_first_target_block_for_its_new_frame_only():
+    """Frames 0, 1, 2 then 0, 2, 3 as prompts: only frame 3's first block is computed, and the
+    target streams equal those encode_targets gives the whole set."""
+    model = random_model(SMALL)
+    predictor = SegGPTPredictor(model)
+    frames = random_prompts(4, SMALL.prompt_size, seed=30)
+
+    def prompt_set(indices: list[int]) -> PromptTensors:
+        return PromptTensors(frames.images[indices], frames.masks[indices])
+
+    encoded = []
+    encode = model.encode_target_prompts
+
+    def counting(*args, **kwargs):
+        encoded.append(args[0].shape[0])
+        return encode(*args, **kwargs)
+
+    model.encode_target_prompts = counting
+    predictor.prompt_targets([prompt_set([0, 1, 2])])
+    (moved,) = predictor.prompt_targets([prompt_set([0, 2, 3])])
+    assert encoded == [3, 1]
+    masks = frames.masks[[0, 2, 3]]
+    with torch.no_grad():
+        plain = model.encode_targets(
+            torch.cat([masks, masks], dim=2), predictor._masked_query(), torch.ones(3), 3
+        )
+    assert (moved - plain).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="query halves differ"):
+        model.encode_target_prompts(
+            torch.cat([masks, masks], dim=2), predictor._masked_query(), torch.tensor([1, 0, 1])
+        )
 
 
 def test_out_of_memory_splits_the_batch_and_remembers():

@@ -218,15 +218,31 @@ class Block(nn.Module):
         the P prompts, so it stays shared: its qkv, projection and MLP run once per query.
         """
         prompts = prompt_half.shape[0] // query_half.shape[0]
+        prompt_half, attended_query = self.prompt_side(prompt_half, query_half)
+        return prompt_half, self.query_side(query_half, attended_query, prompts)
+
+    def prompt_side(
+        self, prompt_half: torch.Tensor, query_half: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each item's prompt half through the block, and its query half's attention output
+        before the ensemble mean, (Q * P, rows/2, cols, C) each: nothing here mixes one item's
+        prompt with another's (see :meth:`SegGPT.encode_target_prompts`)."""
+        prompts = prompt_half.shape[0] // query_half.shape[0]
         qkv_query = self.attn.qkv(self.norm1(query_half)).repeat_interleave(prompts, dim=0)
         qkv = torch.cat([self.attn.qkv(self.norm1(prompt_half)), qkv_query], dim=1)
         attended_prompt, attended_query = self.attn.attend(qkv).split(prompt_half.shape[1], dim=1)
+        prompt_half = prompt_half + self.attn.proj(attended_prompt)
+        return prompt_half + self.mlp(self.norm2(prompt_half)), attended_query
+
+    def query_side(
+        self, query_half: torch.Tensor, attended_query: torch.Tensor, prompts: int
+    ) -> torch.Tensor:
+        """The shared query half (Q, ...) through the block, from its items' attention outputs
+        (Q * P, ...): their mean over the P prompts is the feature ensemble."""
         # The projection is affine: the mean of the projections is the projection of the mean.
         attended_query = attended_query.unflatten(0, (-1, prompts)).mean(dim=1)
-        prompt_half = prompt_half + self.attn.proj(attended_prompt)
         query_half = query_half + self.attn.proj(attended_query)
-        prompt_half = prompt_half + self.mlp(self.norm2(prompt_half))
-        return prompt_half, query_half + self.mlp(self.norm2(query_half))
+        return query_half + self.mlp(self.norm2(query_half))
 
 
 def split_shared(x: torch.Tensor, prompts: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -251,9 +267,17 @@ def run_blocks(blocks: Iterable[Block], x: torch.Tensor, prompts: int) -> torch.
         for block in blocks:
             x = block(x, prompts)
         return x
+    return run_shared(blocks, *shared)
+
+
+def run_shared(
+    blocks: Iterable[Block], prompt_half: torch.Tensor, query_half: torch.Tensor
+) -> torch.Tensor:
+    """Prompt halves (Q * P, ...) and shared query halves (Q, ...) through ``blocks``, joined
+    back into items (Q * P, rows, cols, C)."""
+    prompts = prompt_half.shape[0] // query_half.shape[0]
     for block in blocks:
-        shared = block.forward_shared(*shared)
-    prompt_half, query_half = shared
+        prompt_half, query_half = block.forward_shared(prompt_half, query_half)
     return torch.cat([prompt_half, query_half.repeat_interleave(prompts, dim=0)], dim=1)
 
 
@@ -414,6 +438,43 @@ class SegGPT(nn.Module):
         """
         y = self.embed_targets(tgts, bool_masked_pos, seg_type)
         y = run_blocks(self.blocks[: self.config.merge_index + 1], y, prompts_per_query)
+        _folded_buffers.release()
+        return y
+
+    def encode_target_prompts(
+        self, tgts: torch.Tensor, bool_masked_pos: torch.Tensor, seg_type: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The target stream's first block, prompt by prompt, for callers that keep it per
+        prompt: a video's prompt set changes by one frame at a time.
+
+        With the query half masked, every prompt's query half is the same mask tokens, and the
+        first block mixes prompts only after attention (the ensemble mean), so what comes before
+        depends on one prompt alone. Returns the prompt halves after the block and the query
+        half's attention outputs before the mean, (N, rows/2, cols, C) each, and the query half
+        before the block, (1, rows/2, cols, C); :meth:`finish_targets` completes them.
+        """
+        y = self.embed_targets(tgts, bool_masked_pos, seg_type)
+        prompt_half, query_half = y.split(y.shape[1] // 2, dim=1)
+        if not torch.equal(query_half, query_half[:1].expand_as(query_half)):
+            raise ValueError("prompts whose query halves differ (mask or seg type) cannot share")
+        prompt_half, attended_query = self.blocks[0].prompt_side(prompt_half, query_half[:1])
+        _folded_buffers.release()
+        return prompt_half, attended_query, query_half[:1]
+
+    def finish_targets(
+        self,
+        prompt_halves: torch.Tensor,
+        attended_queries: torch.Tensor,
+        query_half: torch.Tensor,
+        prompts_per_query: int,
+    ) -> torch.Tensor:
+        """:meth:`encode_targets` of Q prompt sets from :meth:`encode_target_prompts`' parts of
+        their prompts, (Q * P, ...) query-major: (Q * P, rows, cols, C)."""
+        sets = prompt_halves.shape[0] // prompts_per_query
+        query_half = self.blocks[0].query_side(
+            query_half.expand(sets, -1, -1, -1), attended_queries, prompts_per_query
+        )
+        y = run_shared(self.blocks[1 : self.config.merge_index + 1], prompt_halves, query_half)
         _folded_buffers.release()
         return y
 
