@@ -10,7 +10,8 @@ Written for the day a GPU is lent: one command, one JSON, short tables. Sections
   of the painted output in 0-255 levels, and the IoU of the release's mask (mean RGB > 128); a
   second fp32 run gives the run-to-run noise floor. 1 and 9 prompts.
 - throughput: seconds per frame of SegGPTPredictor.paint at 1 and 9 prompts, batch 1/4/8/16,
-  a new prompt set every call (the target stream is recomputed, as with a prompt memory).
+  a new prompt set every call (the target stream recomputed in full: a worst case, as a
+  memory moving on by one frame reuses its other prompts' first block).
 - crop_batching: a frame's full pass and its small objects' crop passes (3 prompts each, a
   new prompt set per job and call) painted by one SegGPTPredictor.paint_each call against one
   paint call per job, as the engine did before: seconds and the largest difference.
@@ -284,7 +285,7 @@ def check_throughput(check: Check) -> dict:
     return {
         "dtype": dtype_name(check.speed_dtype),
         "attention_form": "default (sdpa: bias as mask in fp32, folded otherwise)",
-        "prompt_sets": "a new one every call (target stream recomputed, as with memory)",
+        "prompt_sets": "a new one every call (target stream recomputed in full)",
         "cases": rows,
     }
 
