@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seggpt_video import crops as crop_rule
 from seggpt_video.crops import CROP_MODES, Window, is_small, object_box, paste, window_around
 from seggpt_video.errors import UserError
 from seggpt_video.model.checkpoint import PACKAGED_MODEL
@@ -358,6 +359,11 @@ class _Propagation:
             else:
                 crop.remember_prediction(index, frame, labels)
 
+    def _crop_runs(self, crop: _ObjectCrop) -> bool:
+        """Whether a crop pass runs this frame: always with crops on; with auto, not while its
+        object covered more than crops.RESTS_ABOVE of the frame before."""
+        return self.options.crops == "on" or crop.share <= crop_rule.RESTS_ABOVE
+
     def _wants_crop(self, labels: np.ndarray, object_id: int) -> bool:
         if self.options.crops == "on":
             return bool((labels == object_id).any())
@@ -369,7 +375,7 @@ class _Propagation:
         """Frames that go through the model together, each remembered as it is handed out."""
         frames = [frame for _, frame in batch]
         queries = self.predictor.prepare_images(frames)
-        crops = list(self.crops.items())
+        crops = [(i, crop) for i, crop in self.crops.items() if self._crop_runs(crop)]
         decoded, found = self._decode(queries, frames, [crop for _, crop in crops])
         model_labels = decoded.model_labels
         labels_np, model_np = decoded.labels.cpu().numpy(), model_labels.cpu().numpy()
@@ -534,6 +540,7 @@ class _ObjectCrop:
         self.object_id = object_id
         self.one_pass = _Pass(predictor, options, ObjectPalette([object_id]))
         self.window: Window | None = None
+        self.share = 0.0  # of the frame the object covered where last followed (0: absent)
 
     def remember_annotated(self, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
         """A frame annotating the object, (H, W, 3) with ids (H, W): a prompt for good."""
@@ -549,7 +556,9 @@ class _ObjectCrop:
 
     def follow(self, labels: np.ndarray) -> bool:
         """Place the window around the object in these ids; False (window kept) if absent."""
-        box = object_box(labels == self.object_id)
+        inside = labels == self.object_id
+        box = object_box(inside)
+        self.share = np.count_nonzero(inside) / inside.size
         if box is not None:
             self.window = window_around(box, labels.shape, self.predictor.size)
         return box is not None

@@ -100,6 +100,17 @@ def test_crops_add_one_call_per_small_object_and_none_otherwise(mask, crops, cal
     assert all(set(np.unique(r.labels)) <= {0, 1} for r in results)
 
 
+@pytest.mark.parametrize("crops,jobs_for_frame_1", [("auto", 1), ("on", 2)])
+def test_a_crop_pass_sits_out_a_frame_after_its_object_grew(monkeypatch, crops, jobs_for_frame_1):
+    """Frame 0's object covers 0.9 % of the frame: above a 0.5 % bound, auto's crop pass sits
+    out frame 1 (the full pass alone); crops on still runs it."""
+    monkeypatch.setattr(seggpt_video.crops, "RESTS_ABOVE", 0.005)
+    spy = SpyPredictor()
+    options = SegmenterOptions(memory=1, crops=crops)
+    list(Segmenter(spy, options).propagate(grey_frames(2), {0: small_mask()}))
+    assert [queries for _, queries in spy.calls] == [[1]] * jobs_for_frame_1
+
+
 def test_crops_on_with_soft_mattes_is_refused():
     with pytest.raises(UserError, match="crops on gives hard masks"):
         Segmenter(SpyPredictor(), SegmenterOptions(crops="on", soft=True))
