@@ -79,6 +79,11 @@ def is_small(labels: np.ndarray, object_id: int, below: float = CROP_BELOW) -> b
     return 0 < area < below * labels.size
 
 
+def rests(share: float) -> bool:
+    """Whether a crop pass sits out a frame whose object covered ``share`` of the frame before."""
+    return share > RESTS_ABOVE
+
+
 def paste(
     labels: np.ndarray,
     object_id: int,

@@ -21,8 +21,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seggpt_video import crops as crop_rule
-from seggpt_video.crops import CROP_MODES, Window, is_small, object_box, paste, window_around
+from seggpt_video.crops import (
+    CROP_MODES,
+    Window,
+    is_small,
+    object_box,
+    paste,
+    rests,
+    window_around,
+)
 from seggpt_video.errors import UserError
 from seggpt_video.model.checkpoint import PACKAGED_MODEL
 from seggpt_video.objects import MAX_OBJECTS, DecodedBatch, ObjectPalette, decode_batch, hard_alpha
@@ -362,7 +369,7 @@ class _Propagation:
     def _crop_runs(self, crop: _ObjectCrop) -> bool:
         """Whether a crop pass runs this frame: always with crops on; with auto, not while its
         object covered more than crops.RESTS_ABOVE of the frame before."""
-        return self.options.crops == "on" or crop.share <= crop_rule.RESTS_ABOVE
+        return self.options.crops == "on" or not rests(crop.share)
 
     def _wants_crop(self, labels: np.ndarray, object_id: int) -> bool:
         if self.options.crops == "on":

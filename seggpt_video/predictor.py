@@ -261,12 +261,11 @@ class SegGPTPredictor:
             encoded = self.model.finish_targets(
                 prompt_halves, attended, self._target_query_half, count
             )
-            for prompts, targets in zip(missing, encoded.split(count)):
+            fresh = encoded.split(count)
+            for prompts, targets in zip(missing, fresh):
                 self._targets.insert(0, (prompts.masks, targets))
-            found = [
-                self._cached_targets(prompts.masks) if targets is None else targets
-                for prompts, targets in zip(prompt_sets, found)
-            ]
+            fresh_in_order = iter(fresh)
+            found = [next(fresh_in_order) if targets is None else targets for targets in found]
             while sum(len(masks) for masks, _ in self._targets) > TARGET_CACHE_PROMPTS:
                 self._targets.pop()
         return found
