@@ -452,19 +452,26 @@ function setRunning(running, outcome) {
   $("status").textContent = running ? "propagating…" : outcome || "ready";
 }
 
-$("propagate").addEventListener("click", guarded(async () => {
-  await api("POST", "api/propagate", {});
+// The page is running from the click on: a short job's "finished" event can arrive before its
+// POST returns, and marking it running after the POST would then leave it "propagating…" for good.
+async function startRun(path, body) {
   setRunning(true);
   say("");
-}));
+  try {
+    await api("POST", path, body);
+  } catch (error) {
+    setRunning(false);
+    throw error;
+  }
+}
+
+$("propagate").addEventListener("click", guarded(() => startRun("api/propagate", {})));
 
 $("cancel").addEventListener("click", guarded(async () => { await api("POST", "api/cancel", {}); }));
 
 $("export").addEventListener("click", guarded(async () => {
   const formats = [...document.querySelectorAll("#formats input:checked")].map((b) => b.value);
-  await api("POST", "api/export", { formats });
-  setRunning(true);
-  say("");
+  await startRun("api/export", { formats });
 }));
 
 $("copy-command").addEventListener("click", () => {
