@@ -455,12 +455,13 @@ function setRunning(running, outcome) {
 // The page is running from the click on: a short job's "finished" event can arrive before its
 // POST returns, and marking it running after the POST would then leave it "propagating…" for good.
 async function startRun(path, body) {
+  const before = $("status").textContent; // a refused run leaves how the last one ended
   setRunning(true);
   say("");
   try {
     await api("POST", path, body);
   } catch (error) {
-    setRunning(false);
+    setRunning(false, before);
     throw error;
   }
 }
